@@ -1,0 +1,1 @@
+"""construct package (see README)."""

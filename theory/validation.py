@@ -1,0 +1,89 @@
+"""Argument checks shared by the three packages.
+
+Every check raises ``ValueError`` with a one-line message that names the parameter, the value received and
+what is allowed, e.g. ``density=1.5 is out of range: allowed (0, 1]``. The command lines turn these into a
+one-line error and exit status 2 (see :mod:`theory.cli`).
+
+Vocabulary (MATH.md §1): *density* p is the fraction of weights kept, *sparsity* is 1 − p.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Iterable, Sequence
+
+import numpy as np
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def check_density(value, name: str = "density") -> float:
+    """Return ``value`` as a float if it is a density in (0, 1]; otherwise raise ``ValueError``."""
+    if not _is_real(value) or not math.isfinite(float(value)) or not 0.0 < float(value) <= 1.0:
+        raise ValueError(f"{name}={value!r} is out of range: allowed (0, 1] (density = fraction of weights kept)")
+    return float(value)
+
+
+def check_densities(values, name: str = "densities") -> np.ndarray:
+    """Check an array-like of densities, every entry in (0, 1]; returns a float64 array."""
+    arr = np.asarray(values, dtype=float)
+    if arr.size == 0:
+        raise ValueError(f"{name}=[] is empty: allowed a non-empty list of densities in (0, 1]")
+    bad = ~np.isfinite(arr) | (arr <= 0.0) | (arr > 1.0)
+    if bad.any():
+        first = arr[bad].flat[0]
+        raise ValueError(f"{name} contains {first!r}: every density must be in (0, 1]")
+    return arr
+
+
+def check_open_unit(value, name: str) -> float:
+    """Return ``value`` as a float if it is in the open interval (0, 1) (used for ε and δ)."""
+    if not _is_real(value) or not math.isfinite(float(value)) or not 0.0 < float(value) < 1.0:
+        raise ValueError(f"{name}={value!r} is out of range: allowed (0, 1)")
+    return float(value)
+
+
+def check_positive_real(value, name: str) -> float:
+    """Return ``value`` as a float if it is finite and > 0."""
+    if not _is_real(value) or not math.isfinite(float(value)) or float(value) <= 0.0:
+        raise ValueError(f"{name}={value!r} is out of range: allowed a finite number > 0")
+    return float(value)
+
+
+def check_positive_int(value, name: str, minimum: int = 1) -> int:
+    """Return ``value`` as an int if it is an integer ≥ ``minimum`` (floats like 3.0 are accepted)."""
+    if isinstance(value, bool) or not _is_real(value) or not float(value).is_integer():
+        raise ValueError(f"{name}={value!r} is not an integer: allowed integers >= {minimum}")
+    if int(value) < minimum:
+        raise ValueError(f"{name}={value!r} is out of range: allowed integers >= {minimum}")
+    return int(value)
+
+
+def check_widths(values: Iterable, name: str = "widths", minimum_length: int = 2) -> tuple[int, ...]:
+    """Check a list of layer widths (n_0, …, n_L): positive integers, at least ``minimum_length`` of them."""
+    try:
+        items = list(values)
+    except TypeError:
+        raise ValueError(f"{name}={values!r} is not a list: allowed a list of positive integers") from None
+    if len(items) < minimum_length:
+        raise ValueError(f"{name}={items!r} has {len(items)} entries: allowed at least {minimum_length} positive integers")
+    return tuple(check_positive_int(v, f"{name}[{i}]") for i, v in enumerate(items))
+
+
+def check_choice(value, name: str, allowed: Sequence[str]) -> str:
+    """Return ``value`` if it is one of ``allowed`` (exact string match)."""
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r} is unknown: allowed {', '.join(map(repr, allowed))}")
+    return value
+
+
+def parse_int_list(text: str, name: str) -> tuple[int, ...]:
+    """Parse ``"784,300,10"`` into a tuple of positive ints; one-line ValueError otherwise."""
+    try:
+        parts = [p.strip() for p in str(text).split(",")]
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise ValueError(f"{name}={text!r} is malformed: allowed comma-separated positive integers such as 784,300,10") from None
+    return check_widths(values, name, minimum_length=1)

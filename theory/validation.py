@@ -33,8 +33,8 @@ def check_densities(values, name: str = "densities") -> np.ndarray:
         raise ValueError(f"{name}=[] is empty: allowed a non-empty list of densities in (0, 1]")
     bad = ~np.isfinite(arr) | (arr <= 0.0) | (arr > 1.0)
     if bad.any():
-        first = arr[bad].flat[0]
-        raise ValueError(f"{name} contains {first!r}: every density must be in (0, 1]")
+        first = float(arr[bad].flat[0])
+        raise ValueError(f"{name} contains {first!r}: allowed densities in (0, 1] only")
     return arr
 
 

@@ -1,0 +1,95 @@
+"""Weak-ticket widths (MATH.md §4.3): each width satisfies its union-bound event and is the smallest that does."""
+import math
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from theory.weak_widths import weak_widths
+
+widths_st = st.lists(st.integers(1, 2000), min_size=2, max_size=6)
+dens_st = st.floats(min_value=1e-4, max_value=1.0)
+delta_st = st.floats(min_value=1e-9, max_value=0.99)
+
+
+def _union_bound_ok(events: float, miss: float, count: int, budget: float) -> bool:
+    """events·miss^count ≤ budget, evaluated in log space (miss = 0 means the edge is always there)."""
+    if miss == 0.0:
+        return True
+    return math.log(events) + count * math.log(miss) <= math.log(budget) + 1e-9
+
+
+@settings(max_examples=150)
+@given(widths_st, st.data(), delta_st)
+def test_every_width_meets_its_union_bound_and_is_minimal(widths, data, delta):
+    L = len(widths) - 1
+    dens = data.draw(st.lists(dens_st, min_size=L + 1, max_size=L + 1))
+    w = weak_widths(widths, dens, delta)
+    r = {t: w.copies[t - 2] for t in range(2, L + 2)}
+    assert r[L + 1] == 1 and len(w.copies) == L
+    m = [widths[t] * widths[t - 1] for t in range(1, L + 1)]
+    assert list(w.nonzeros) == m
+    budget = delta / L
+    for t in range(L, 1, -1):  # layer t+1: r_{t+1}·m_t events, each missing with prob (1 − p_{t+1})^{r_t}
+        miss = 1.0 - dens[t]
+        assert _union_bound_ok(r[t + 1] * m[t - 1], miss, r[t], budget)
+        assert r[t] == 1 or not _union_bound_ok(r[t + 1] * m[t - 1], miss, r[t] - 1, budget * (1 - 1e-6))
+    miss1 = 1.0 - dens[0] * dens[1]
+    g = w.lifting_group
+    assert _union_bound_ok(2 * r[2] * m[0], miss1, g, budget)
+    assert g == 1 or not _union_bound_ok(2 * r[2] * m[0], miss1, g - 1, budget * (1 - 1e-6))
+
+
+@given(widths_st, dens_st, delta_st)
+def test_sizes_follow_the_construction(widths, p, delta):
+    w = weak_widths(widths, p, delta)
+    L = len(widths) - 1
+    g, r = w.lifting_group, (None, None) + w.copies  # r[t] for t ≥ 2
+    expected_src = [widths[0], 2 * g * widths[0]] + [r[t] * widths[t - 1] for t in range(2, L + 1)] + [widths[L]]
+    assert list(w.source_widths) == expected_src
+    params = [expected_src[i] * expected_src[i + 1] for i in range(L + 1)]
+    assert w.source_params == sum(params)
+    assert w.expected_source_kept == pytest.approx(p * sum(params))
+    ticket = 2 * g * widths[0] + 2 * r[2] * w.nonzeros[0] + sum(r[t + 1] * w.nonzeros[t - 1] for t in range(2, L + 1))
+    assert w.ticket_params == ticket
+    assert w.overparameterization == pytest.approx(sum(params) / sum(w.nonzeros))
+    d = w.to_dict()
+    assert d["source_widths"] == expected_src and d["lifting_group"] == g
+
+
+@given(widths_st, dens_st, dens_st, delta_st, delta_st)
+def test_widths_monotone_in_density_and_delta(widths, pa, pb, da, db):
+    p_lo, p_hi = sorted((pa, pb))
+    d_lo, d_hi = sorted((da, db))
+    a = weak_widths(widths, p_lo, d_lo)
+    for b in (weak_widths(widths, p_hi, d_lo), weak_widths(widths, p_lo, d_hi)):
+        assert all(x >= y for x, y in zip(a.source_widths, b.source_widths))
+        assert a.source_params >= b.source_params
+
+
+def test_sparse_target_nonzeros_and_dense_source():
+    w = weak_widths([4, 3, 2], 1.0, 0.1, nonzeros=[5, 2])
+    assert w.lifting_group == 1 and w.copies == (1, 1)
+    assert w.source_widths == (4, 8, 3, 2)
+    assert w.ticket_params == 8 + 2 * 5 + 2
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(target_widths=[5], density=0.1, delta=0.1),
+        dict(target_widths=[5, 0], density=0.1, delta=0.1),
+        dict(target_widths=[5, 3], density=0.0, delta=0.1),
+        dict(target_widths=[5, 3], density=[0.1], delta=0.1),
+        dict(target_widths=[5, 3], density=[0.1, 1.5], delta=0.1),
+        dict(target_widths=[5, 3], density="0.1", delta=0.1),
+        dict(target_widths=[5, 3], density=0.1, delta=1.0),
+        dict(target_widths=[5, 3], density=0.1, delta=0.1, nonzeros=[16]),
+        dict(target_widths=[5, 3], density=0.1, delta=0.1, nonzeros=[0]),
+        dict(target_widths=[5, 3], density=0.1, delta=0.1, nonzeros=[3, 3]),
+    ],
+)
+def test_bad_input(kwargs):
+    with pytest.raises(ValueError) as info:
+        weak_widths(**kwargs)
+    msg = str(info.value)
+    assert "\n" not in msg and ("allowed" in msg or "must be" in msg)

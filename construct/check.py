@@ -1,0 +1,176 @@
+"""``python -m construct check``: the constructive approximation checks (MATH.md §4–§6).
+
+For every case (construction, target, density) the ticket is built at the widths ``theory`` gives, over several
+seeds, and three claims are tested:
+1. success rate over seeds ≥ 1 − δ: rejected iff scipy.stats.binomtest(successes, seeds, 1 − δ,
+   alternative="less") has p-value < 1e−3;
+2. certificate ≤ ε for every successful strong ticket built with ``eps`` (weak tickets: certificate ≤ 1e−9, exact);
+3. sampled and box-corner error ≤ certificate (+ 1e−9·(1 + certificate) of floating-point rounding) for every ticket.
+Cases whose source would not fit the memory guard are listed as infeasible with their size (not counted as claims).
+"""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+
+from scipy.stats import binomtest
+from tqdm import tqdm
+
+__all__ = ["CheckCase", "CaseResult", "CheckResult", "cases_for", "run_case", "run_check", "format_table"]
+
+ALPHA = 1e-3
+
+
+@dataclass(frozen=True)
+class CheckCase:
+    construction: str  # "weak", "l+1", "2l"
+    target: str
+    density: float
+    delta: float = 0.1
+    eps: float | None = 0.01
+    weight_eps: float | None = None
+    seeds: int = 5
+    target_density: float = 1.0
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    case: CheckCase
+    feasible: bool
+    note: str
+    successes: int
+    runs: int
+    width_factor: float
+    source_params: int
+    kept_params: int
+    certificate: float
+    sampled_error: float
+    success_claim: bool
+    certificate_claim: bool
+    sampled_claim: bool
+    seconds: float
+
+    @property
+    def passed(self) -> bool:
+        return (not self.feasible) or (self.success_claim and self.certificate_claim and self.sampled_claim)
+
+    def to_dict(self) -> dict:
+        d = dict(self.__dict__)
+        d["case"] = dict(self.case.__dict__)
+        d["passed"] = self.passed
+        return d
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    budget: str
+    results: tuple
+    seconds: float
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.results)
+
+    def to_dict(self) -> dict:
+        return {"budget": self.budget, "passed": self.passed, "seconds": self.seconds,
+                "results": [r.to_dict() for r in self.results]}
+
+
+def cases_for(budget: str) -> list[CheckCase]:
+    """The battery: random, sparse random and digits-trained targets; densities 1 … 0.05; weak, L+1 and 2L."""
+    seeds = 5 if budget == "fast" else 20
+    cases = []
+    for p in (1.0, 0.5, 0.2, 0.05):
+        cases.append(CheckCase("weak", "random:4,6,3", p, seeds=seeds))
+    cases.append(CheckCase("weak", "random:6,6,4", 0.1, seeds=seeds, target_density=0.5))
+    cases.append(CheckCase("weak", "digits", 0.2, seeds=2 if budget == "fast" else 5))
+    for p in ((1.0, 0.5) if budget == "fast" else (1.0, 0.5, 0.3)):
+        cases.append(CheckCase("l+1", "random:2,2,1", p, seeds=seeds))
+    for p in ((1.0, 0.5, 0.2, 0.05) if budget == "fast" else (1.0, 0.5, 0.2, 0.1, 0.05)):
+        cases.append(CheckCase("2l", "random:3,3,2", p, seeds=seeds))
+    cases.append(CheckCase("2l", "random:4,4,2", 0.3, seeds=seeds, target_density=0.5))
+    cases.append(CheckCase("2l", "random:3,3,2", 0.5, eps=None, weight_eps=0.01, seeds=seeds))
+    cases.append(CheckCase("2l", "digits", 1.0, eps=None, weight_eps=0.01, seeds=1 if budget == "fast" else 3))
+    if budget == "full":
+        cases.append(CheckCase("2l", "digits", 0.5, eps=0.01, seeds=3))
+        cases.append(CheckCase("l+1", "random:2,3,2", 1.0, seeds=seeds))
+    return cases
+
+
+def run_case(case: CheckCase, max_source_params: int = 60_000_000) -> CaseResult:
+    """Build the case's ticket for seeds 1..seeds and evaluate the three claims."""
+    from construct.strong import build_strong_ticket
+    from construct.targets import load_target
+    from construct.weak import build_weak_ticket
+
+    t0 = time.perf_counter()
+    successes, runs = 0, 0
+    cert_ok = sampled_ok = True
+    worst_cert = worst_sampled = 0.0
+    width_factor = 0.0
+    src = kept = 0
+    for seed in range(1, case.seeds + 1):
+        target = load_target(case.target, seed=seed, target_density=case.target_density)
+        try:
+            if case.construction == "weak":
+                ticket, rep = build_weak_ticket(target, case.density, case.delta, seed, samples=512)
+            else:
+                ticket, rep = build_strong_ticket(target, case.density, case.delta, seed, eps=case.eps,
+                                                  weight_eps=case.weight_eps, construction=case.construction,
+                                                  samples=512, max_source_params=max_source_params)
+        except ValueError as exc:
+            if "source would have" in str(exc):
+                return CaseResult(case, False, str(exc).split(":")[0], 0, 0, 0.0, 0, 0, 0.0, 0.0, True, True, True,
+                                  time.perf_counter() - t0)
+            raise
+        runs += 1
+        successes += int(rep.success)
+        worst_cert = max(worst_cert, rep.certificate)
+        observed = max(rep.sampled_error, rep.corner_error or 0.0)
+        worst_sampled = max(worst_sampled, observed)
+        sampled_ok &= observed <= rep.certificate + 1e-9 * (1.0 + rep.certificate)
+        if rep.success:
+            if case.construction == "weak":
+                cert_ok &= rep.certificate <= 1e-9
+            elif case.eps is not None:
+                cert_ok &= rep.certificate <= case.eps
+        src = rep.source_params
+        kept = rep.ticket_params
+        width_factor = rep.source_params / max(1, sum(a * b for a, b in zip(target.widths[:-1], target.widths[1:])))
+    pvalue = binomtest(successes, runs, 1.0 - case.delta, alternative="less").pvalue
+    return CaseResult(case, True, f"p={pvalue:.3g}", successes, runs, width_factor, src, kept, worst_cert,
+                      worst_sampled, bool(pvalue >= ALPHA), bool(cert_ok), bool(sampled_ok), time.perf_counter() - t0)
+
+
+def run_check(budget: str = "fast") -> CheckResult:
+    """Run the battery (``budget`` "fast" ≈ a minute on 2 cores, or "full")."""
+    if budget not in ("fast", "full"):
+        raise ValueError(f"budget={budget!r} is unknown: allowed 'fast', 'full'")
+    t0 = time.perf_counter()
+    results = []
+    for case in tqdm(cases_for(budget), desc="construct check", disable=not sys.stderr.isatty()):
+        results.append(run_case(case))
+    return CheckResult(budget, tuple(results), time.perf_counter() - t0)
+
+
+def format_table(result: CheckResult) -> str:
+    """The battery as a text table."""
+    head = (f"{'constr':>6} {'target':>14} {'dens':>5} {'tol':>11} {'width x':>9} {'source':>11} {'kept':>8} "
+            f"{'certificate':>11} {'sampled':>9} {'success':>8} {'verdict':>8}")
+    lines = [head, "-" * len(head)]
+    for r in result.results:
+        c = r.case
+        tol = f"eps={c.eps}" if c.eps is not None else f"w-eps={c.weight_eps}"
+        name = c.target + ("" if c.target_density == 1.0 else f"@{c.target_density}")
+        if not r.feasible:
+            lines.append(f"{c.construction:>6} {name:>14} {c.density:>5} {tol:>11}  infeasible: {r.note}")
+            continue
+        verdict = "ok" if r.passed else "FAIL"
+        lines.append(f"{c.construction:>6} {name:>14} {c.density:>5} {tol:>11} {r.width_factor:>9.3g} "
+                     f"{r.source_params:>11,} {r.kept_params:>8,} {r.certificate:>11.3e} {r.sampled_error:>9.2e} "
+                     f"{r.successes:>3}/{r.runs:<4} {verdict:>8}")
+    lines.append(f"claims: success rate >= 1 - delta (binomial test, alpha {ALPHA}), certificate <= eps "
+                 f"(weak: <= 1e-9), sampled/corner error <= certificate; {result.seconds:.1f} s; "
+                 f"{'ALL PASS' if result.passed else 'SOME CLAIM FAILED'}")
+    return "\n".join(lines)

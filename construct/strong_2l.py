@@ -1,0 +1,136 @@
+"""Strong tickets, 2L construction (MATH.md §6, after Pensia et al. 2020 with ER thinning), following Gadhikar et
+al. 2023. Pruning only: the ticket keeps a sub-mask of the source's ER mask and the source's own weights.
+
+Source layout (group sizes from :func:`theory.strong_widths.strong_widths`, construction "2l"): target layer t
+becomes source layers 2t−1 and 2t.
+- Source layer 2t−1 (intermediate): unit j·k_t + m (m < k_t) belongs to input j of target layer t (the input x_j
+  for t = 1, target neuron j of layer t−1, held by source layer 2t−2, for t ≥ 2); it is usable iff its edge to j is
+  kept (M[u, j] = 1); it keeps only that edge, weight a_u, bias pruned: x_u = ReLU(a_u·x̂_j). Units
+  n_{t−1}·k_t + m form the bias group (g0_t units, every input edge pruned, bias β_u kept, usable iff β_u > 0).
+- Source layer 2t: the n_t target neurons (bias pruned).
+Instances: W_t[o, j] ≈ Σ v_ou·|a_u| over chosen usable units u of j with a_u > 0 (the coefficient of ReLU(x_j)), and
+−W_t[o, j] ≈ the same over a_u < 0 (the coefficient of ReLU(−x_j)); law: product of two uniforms. For t ≥ 2 only the
+positive side is solved: hidden target values are ≥ 0, so ReLU(−x̂_j) = 0 and negative units contribute nothing.
+Bias (our decision): b_t[o] ≈ Σ v_ou·β_u over chosen bias-group units (product law) — the same bias group as the
+L+1 lifting layer; zero-bias targets get no bias group. Weights |W| ≤ P are split into P parts.
+"""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+from tqdm import tqdm
+
+from construct.source import Source
+from construct.strong_common import (compact_groups, layer_input_norms, layer_tolerance, prune_unused,
+                                     scaled_group, solve_grouped)
+from construct.targets import Target
+from construct.ticket import CONST, LIFT, NEURON, Roles, Ticket
+
+__all__ = ["twol_groups", "twol_source_widths", "build_2l"]
+
+
+def twol_source_widths(target: Target, groups: dict) -> tuple[int, ...]:
+    """(n_0, k_1·n_0 + g0_1, n_1, k_2·n_1 + g0_2, n_2, …, n_L)."""
+    n = target.widths
+    out = [n[0]]
+    for t in range(1, target.depth + 1):
+        out += [groups["k"][t - 1] * n[t - 1] + groups["g0"][t - 1], n[t]]
+    return tuple(out)
+
+
+def twol_groups(widths, multiplier: float = 1.0) -> dict:
+    """Group sizes of a StrongWidths ("2l") times ``multiplier`` (multiples of the part count P)."""
+    P = widths.parts
+    return {"k": tuple(scaled_group(k, multiplier, P) for k in widths.groups["k"]),
+            "g0": tuple(scaled_group(g, multiplier, P) for g in widths.groups["g0"]), "P": P}
+
+
+def _padded_parts(ids: np.ndarray, select: np.ndarray, P: int) -> np.ndarray:
+    parts = [compact_groups(ids[None, q::P], select[None, q::P])[0] for q in range(P)]
+    width = max(p.size for p in parts)
+    return np.stack([np.pad(p, (0, width - p.size), constant_values=-1) for p in parts])
+
+
+def build_2l(target: Target, source: Source, groups: dict, instance_eps, caps, *, eps=None, box=(-1.0, 1.0)):
+    """Build the 2L strong ticket inside ``source`` (widths must be :func:`twol_source_widths`).
+
+    Same conventions as :func:`construct.strong_lplus1.build_lplus1`. Returns (Ticket, per-layer dicts)."""
+    n = target.widths
+    L = target.depth
+    P = groups["P"]
+    expected = twol_source_widths(target, groups)
+    if source.widths != expected:
+        raise ValueError(f"source widths {source.widths} do not match the 2L layout {expected}")
+    masks, W, Bs = source.masks, source.weights, source.biases
+    kept = [np.zeros(m.shape, dtype=bool) for m in masks]
+    bias_kept = [np.zeros(m.shape[0], dtype=bool) for m in masks]
+    roles = [Roles.empty(m.shape[0]) for m in masks]
+    norms = layer_input_norms(target, box)
+    caps = caps or [{"weight": None, "bias": None}] * L
+    reports = [None] * L
+    downstream = 1.0
+    for t in tqdm(range(L, 0, -1), desc="2L ticket layers", total=L, disable=not sys.stderr.isatty()):
+        eps_t = layer_tolerance(t, instance_eps, eps, target, norms, downstream)
+        k, g0 = groups["k"][t - 1], groups["g0"][t - 1]
+        A, MA, BA = W[2 * t - 2], masks[2 * t - 2], Bs[2 * t - 2]  # intermediate layer 2t-1
+        V, MV = W[2 * t - 1], masks[2 * t - 1]  # target layer 2t
+        nin = n[t - 1]
+        rows = np.arange(n[t])
+        roles[2 * t - 1].kind[:] = NEURON
+        roles[2 * t - 1].layer[:] = t
+        roles[2 * t - 1].index[:] = rows
+        ids = np.arange(nin)[:, None] * k + np.arange(k)[None, :]
+        cols = np.arange(nin)[:, None]
+        a = A[ids, cols].astype(np.float64)
+        usable = MA[ids, cols]
+        scale = np.zeros(V.shape[1])
+        scale[: nin * k] = np.abs(a).ravel()
+        grp, tj, ts = [], [], []
+        for sign in ((1.0, -1.0) if t == 1 else (1.0,)):
+            sel = usable & ((a > 0) if sign > 0 else (a < 0))
+            for q in range(P):
+                grp.append(compact_groups(ids[:, q::P], sel[:, q::P]))
+                tj.append(np.arange(nin))
+                ts.append(np.full(nin, sign))
+        width = max(x.shape[1] for x in grp)
+        grp = np.concatenate([np.pad(x, ((0, 0), (0, width - x.shape[1])), constant_values=-1) for x in grp])
+        targets = target.weights[t - 1][:, np.concatenate(tj)] * np.concatenate(ts)[None, :] / P
+        errs = []
+        e = solve_grouped(V, MV, rows, grp, scale, targets, eps_t / P, caps[t - 1]["weight"], kept[2 * t - 1])
+        errs.append(e)
+        bt = target.biases[t - 1]
+        b0 = nin * k + np.arange(g0)
+        if g0 and bt.any():
+            beta = BA[b0].astype(np.float64)
+            scale[b0] = np.maximum(beta, 0.0)
+            bias_ids = _padded_parts(b0, beta > 0, P)
+            e = solve_grouped(V, MV, rows, bias_ids, scale, np.repeat(bt[:, None] / P, P, axis=1), eps_t / P,
+                              caps[t - 1]["bias"], kept[2 * t - 1])
+            errs.append(e)
+        used = kept[2 * t - 1].any(axis=0)
+        inter = np.nonzero(used[: nin * k])[0]
+        j_of = inter // k
+        kept[2 * t - 2][inter, j_of] = True
+        roles[2 * t - 2].kind[inter] = LIFT
+        roles[2 * t - 2].layer[inter] = t - 1
+        roles[2 * t - 2].index[inter] = j_of
+        roles[2 * t - 2].scale[inter] = A[inter, j_of].astype(np.float64)
+        bused = b0[used[b0]]
+        bias_kept[2 * t - 2][bused] = True
+        roles[2 * t - 2].kind[bused] = CONST
+        roles[2 * t - 2].scale[bused] = BA[bused].astype(np.float64)
+        amp = 0.0
+        if t >= 2:
+            sub = kept[2 * t - 1][:, : nin * k]
+            amp = float(np.max((np.abs(np.where(sub, V[:, : nin * k], 0)).astype(np.float64)
+                                * scale[None, : nin * k]).sum(axis=1), initial=0.0))
+            downstream *= max(amp, 1e-300)
+        tol = eps_t / P
+        reports[t - 1] = {"layer": t, "instances": int(sum(x.size for x in errs)),
+                          "failures": int(sum(int(np.sum(x > tol)) for x in errs)),
+                          "max_instance_error": float(max(x.max(initial=0.0) for x in errs)),
+                          "instance_eps": eps_t, "amplification": amp}
+    prune_unused(kept, bias_kept, roles, 1, len(masks) - 1)
+    ticket = Ticket(target, source, tuple(kept), tuple(bias_kept), tuple(roles), None, None, {})
+    return ticket, reports

@@ -1,0 +1,92 @@
+"""Pieces shared by the two strong constructions (MATH.md §6): grouping candidate units, gathering one batched
+instance array per (rows × groups), per-layer tolerances of the backward split, and pruning unused units."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from construct.certificate import interval_bounds
+from construct.instances import solve_instances
+from construct.targets import Target
+from theory.strong_widths import backward_layer_tolerance
+
+__all__ = ["compact_groups", "solve_grouped", "layer_input_norms", "layer_tolerance", "prune_unused",
+           "scaled_group"]
+
+_MAX_ENTRIES = 1 << 23  # candidate entries gathered per solver call
+
+
+def scaled_group(size: int, multiplier: float, parts: int) -> int:
+    """Group size times the width multiplier, rounded up to a multiple of ``parts`` (0 stays 0)."""
+    if size == 0:
+        return 0
+    return parts * max(1, math.ceil(size * multiplier / parts))
+
+
+def compact_groups(ids: np.ndarray, select: np.ndarray) -> np.ndarray:
+    """For G groups of candidate unit ids (G, K) and a selection (G, K) bool, the selected ids of every group moved
+    to the front in their original order, padded with −1: shape (G, max selected)."""
+    order = np.argsort(~select, axis=1, kind="stable")
+    counts = select.sum(axis=1)
+    width = int(counts.max(initial=0))
+    out = np.take_along_axis(ids, order, axis=1)[:, :width]
+    out[np.arange(width)[None, :] >= counts[:, None]] = -1
+    return out
+
+
+def solve_grouped(weights: np.ndarray, mask: np.ndarray, rows: np.ndarray, groups: np.ndarray,
+                  scale: np.ndarray, targets: np.ndarray, eps: float, cap: int | None, kept: np.ndarray):
+    """Solve every (row r, group k) instance: candidates weights[rows[r], groups[k, :]]·scale[groups[k, :]],
+    available iff mask[rows[r], u] (and u ≠ −1), target targets[r, k], tolerance ``eps``. Marks the chosen edges in
+    ``kept`` (rows[r], u) and returns the errors (R, G)."""
+    R, G = targets.shape
+    width = groups.shape[1]
+    errors = np.zeros((R, G))
+    if R == 0 or G == 0:
+        return errors
+    if width == 0:
+        return np.abs(targets)
+    safe = np.where(groups >= 0, groups, 0)
+    valid = groups >= 0
+    step = max(1, _MAX_ENTRIES // max(1, G * width))
+    for r0 in range(0, R, step):
+        rr = rows[r0:r0 + step]
+        w = weights[rr][:, safe].astype(np.float64) * scale[safe][None]  # (r, G, width)
+        av = mask[rr][:, safe] & valid[None]
+        t = targets[r0:r0 + step]
+        m, e = solve_instances(w.reshape(-1, width), av.reshape(-1, width), t.reshape(-1), eps, cap)
+        errors[r0:r0 + step] = e.reshape(t.shape)
+        m = m.reshape(av.shape)
+        ri, gi, ci = np.nonzero(m)
+        kept[rr[ri], groups[gi, ci]] = True
+    return errors
+
+
+def layer_input_norms(target: Target, box) -> list[float]:
+    """‖B_{t−1}‖_1 = Σ_j sup_X |x_j^{(t−1)}| for t = 1..L (interval arithmetic on the target, MATH.md §6)."""
+    bounds = interval_bounds(target, box)
+    return [float(np.sum(np.maximum(np.abs(lo), np.abs(hi)))) for lo, hi in bounds[:-1]]
+
+
+def layer_tolerance(t: int, widths_eps, eps, target: Target, norms, downstream: float) -> float:
+    """ε_t used for target layer t: the a-priori (forward) ε_t, or with ``eps`` the larger backward value
+    ε/(L·(‖B_{t−1}‖_1 + 1)·Π_{k>t} Λ_k) with the actual norms and the measured amplifications of layers k > t (both
+    keep every layer's term ≤ ε/L, so the certificate stays ≤ ε when every instance succeeds)."""
+    forward = float(widths_eps[t - 1])
+    if eps is None:
+        return forward
+    backward = backward_layer_tolerance(eps, target.depth, norms[t - 1], max(downstream, 1e-300))
+    return min(max(forward, backward), 0.5)
+
+
+def prune_unused(kept, bias_kept, roles, first: int, last: int) -> None:
+    """Units of source layers first..last (1-based) with no kept outgoing edge lose all their incoming edges, their
+    bias and their role (they do not change the output). Done from the top down so chains are pruned."""
+    from construct.ticket import UNUSED
+
+    for l in range(last, first - 1, -1):
+        unused = ~kept[l].any(axis=0)  # units of source layer l (kept[l] is layer l+1's mask)
+        kept[l - 1][unused] = False
+        bias_kept[l - 1][unused] = False
+        roles[l - 1].kind[unused] = UNUSED

@@ -1,0 +1,247 @@
+"""Target ReLU networks f_T (MATH.md §1): seeded random targets, loading from npz / torch state_dict, validation.
+
+A target of depth L has weights W_t of shape (n_t, n_{t−1}) and biases b_t of shape (n_t,), t = 1..L; it computes
+h^{(t)} = W_t x^{(t−1)} + b_t, x^{(t)} = ReLU(h^{(t)}) for t < L and a linear output layer.
+"""
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from theory.validation import check_density, check_positive_int, check_positive_real, parse_int_list
+
+__all__ = ["Target", "make_target", "random_target", "load_target", "digits_target", "parse_box", "target_forward"]
+
+
+@dataclass(frozen=True)
+class Target:
+    """A validated target network: ``weights[t-1]`` = W_t (n_t × n_{t−1}), ``biases[t-1]`` = b_t (float64)."""
+
+    weights: tuple
+    biases: tuple
+    name: str = "target"
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        return (int(self.weights[0].shape[1]),) + tuple(int(w.shape[0]) for w in self.weights)
+
+    @property
+    def depth(self) -> int:
+        return len(self.weights)
+
+    @property
+    def nonzeros(self) -> tuple[int, ...]:
+        """m_t = number of non-zero entries of W_t (MATH.md §1)."""
+        return tuple(int(np.count_nonzero(w)) for w in self.weights)
+
+    @property
+    def has_biases(self) -> bool:
+        return any(bool(np.any(b != 0)) for b in self.biases)
+
+    @property
+    def weight_bound(self) -> float:
+        """max(|W_t[i, j]|, |b_t[i]|) over all layers."""
+        return float(max(max(np.max(np.abs(w), initial=0.0), np.max(np.abs(b), initial=0.0))
+                         for w, b in zip(self.weights, self.biases)))
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "widths": list(self.widths), "nonzeros": list(self.nonzeros),
+                "params": int(sum(w.size for w in self.weights)), "has_biases": self.has_biases,
+                "weight_bound": self.weight_bound}
+
+
+def make_target(weights, biases=None, name: str = "target") -> Target:
+    """Validate arrays into a :class:`Target`: finite float values, 2-D weights, consecutive shapes match."""
+    weights = [np.asarray(w) for w in weights]
+    if len(weights) == 0:
+        raise ValueError("target has no layers: allowed at least one weight matrix")
+    if biases is None:
+        biases = [np.zeros(w.shape[0]) for w in weights]
+    biases = [np.asarray(b) for b in biases]
+    if len(biases) != len(weights):
+        raise ValueError(f"target has {len(weights)} weight matrices but {len(biases)} bias vectors: allowed equal counts")
+    out_w, out_b = [], []
+    for t, (w, b) in enumerate(zip(weights, biases), start=1):
+        if w.ndim != 2:
+            raise ValueError(f"target_W{t} has shape {w.shape}: allowed a 2-D (n_out, n_in) array")
+        if not (np.issubdtype(w.dtype, np.floating) or np.issubdtype(w.dtype, np.integer)) or w.dtype == bool:
+            raise ValueError(f"target_W{t} has dtype {w.dtype}: allowed a float array")
+        if not (np.issubdtype(b.dtype, np.floating) or np.issubdtype(b.dtype, np.integer)) or b.dtype == bool:
+            raise ValueError(f"target_b{t} has dtype {b.dtype}: allowed a float array")
+        if b.shape != (w.shape[0],):
+            raise ValueError(f"target_b{t} has shape {b.shape}: allowed ({w.shape[0]},) to match target_W{t}")
+        if w.size == 0:
+            raise ValueError(f"target_W{t} has shape {w.shape}: allowed non-empty layers")
+        if t > 1 and w.shape[1] != weights[t - 2].shape[0]:
+            raise ValueError(f"target_W{t} has {w.shape[1]} inputs but layer {t - 1} has {weights[t - 2].shape[0]} outputs: "
+                             "allowed matching consecutive shapes")
+        if not np.all(np.isfinite(w)):
+            raise ValueError(f"target_W{t} contains NaN or inf: allowed finite weights")
+        if not np.all(np.isfinite(b)):
+            raise ValueError(f"target_b{t} contains NaN or inf: allowed finite biases")
+        out_w.append(np.ascontiguousarray(w, dtype=np.float64))
+        out_b.append(np.ascontiguousarray(b, dtype=np.float64))
+    return Target(tuple(out_w), tuple(out_b), name)
+
+
+def random_target(widths, seed: int, *, scale: float = 1.0, biases: bool = True, target_density: float = 1.0,
+                  name: str | None = None) -> Target:
+    """Seeded random target: W_t[i, j] ~ U[−1, 1]·scale/√n_{t−1}, b_t[i] likewise (or 0 without biases).
+
+    With ``target_density`` < 1 every weight is kept independently with that probability (a sparse target).
+    """
+    widths = tuple(widths)
+    scale = check_positive_real(scale, "target_scale")
+    target_density = check_density(target_density, "target_density")
+    rng = np.random.default_rng(np.random.SeedSequence([check_positive_int(seed, "seed", 0), 0x7A26]))
+    ws, bs = [], []
+    for n_in, n_out in zip(widths[:-1], widths[1:]):
+        bound = scale / np.sqrt(n_in)
+        w = rng.uniform(-bound, bound, size=(n_out, n_in))
+        if target_density < 1.0:
+            w = w * (rng.random((n_out, n_in)) < target_density)
+        b = rng.uniform(-bound, bound, size=n_out) if biases else np.zeros(n_out)
+        ws.append(w)
+        bs.append(b)
+    return make_target(ws, bs, name or "random:" + ",".join(map(str, widths)))
+
+
+def target_forward(target: Target, x: np.ndarray) -> np.ndarray:
+    """f_T(x) for a batch x of shape (N, n_0) (MATH.md §1)."""
+    h = np.asarray(x, dtype=np.float64)
+    for t, (w, b) in enumerate(zip(target.weights, target.biases), start=1):
+        h = h @ w.T + b
+        if t < target.depth:
+            h = np.maximum(h, 0.0)
+    return h
+
+
+def parse_box(text) -> tuple[float, float]:
+    """Parse ``"a,b"`` (or a pair) into the input box [a, b] with finite a < b."""
+    try:
+        if isinstance(text, str):
+            a, b = (float(v) for v in text.split(","))
+        else:
+            a, b = (float(v) for v in text)
+    except (ValueError, TypeError):
+        raise ValueError(f"box={text!r} is malformed: allowed two comma-separated numbers a,b with a < b") from None
+    if not (np.isfinite(a) and np.isfinite(b) and a < b):
+        raise ValueError(f"box={text!r} is out of range: allowed finite a < b")
+    return (a, b)
+
+
+def _load_npz_target(path: Path) -> Target:
+    with np.load(path, allow_pickle=False) as data:
+        keys = set(data.files)
+        ws, bs = [], []
+        t = 1
+        while f"target_W{t}" in keys:
+            ws.append(data[f"target_W{t}"])
+            if f"target_b{t}" not in keys:
+                raise ValueError(f"{path}: missing key target_b{t}: a target file needs target_W{{t}} and target_b{{t}}")
+            bs.append(data[f"target_b{t}"])
+            t += 1
+    if not ws:
+        raise ValueError(f"{path}: no key target_W1: not a valid target or ticket file")
+    return make_target(ws, bs, name=path.name)
+
+
+def _load_torch_target(path: Path) -> Target:
+    import torch  # only here: loading a torch state_dict
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file
+        raise ValueError(f"{path}: not a loadable torch state_dict ({type(exc).__name__})") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: contains a {type(state).__name__}: allowed a state_dict of an nn.Sequential")
+    names = sorted({k.rsplit(".", 1)[0] for k in state if k.endswith(".weight")},
+                   key=lambda s: [int(p) if p.isdigit() else p for p in s.split(".")])
+    if not names:
+        raise ValueError(f"{path}: no '*.weight' entries: allowed a state_dict of Linear layers")
+    ws, bs = [], []
+    for name in names:
+        w = state[f"{name}.weight"].detach().cpu().double().numpy()
+        b = state.get(f"{name}.bias")
+        bs.append(np.zeros(w.shape[0]) if b is None else b.detach().cpu().double().numpy())
+        ws.append(w)
+    return make_target(ws, bs, name=path.name)
+
+
+def load_target(spec: str, *, seed: int = 0, scale: float = 1.0, biases: bool = True,
+                target_density: float = 1.0) -> Target:
+    """Target from a spec: ``random:784,300,10``, ``digits`` (a 64-16-10 MLP trained on sklearn digits),
+    a ``.npz`` file (keys target_W{t}, target_b{t}) or a torch ``.pt``/``.pth`` state_dict (weights_only=True)."""
+    spec = str(spec)
+    if spec.startswith("random:"):
+        widths = parse_int_list(spec[len("random:"):], "target")
+        if len(widths) < 2:
+            raise ValueError(f"target={spec!r} has one width: allowed at least two (input and output)")
+        return random_target(widths, seed, scale=scale, biases=biases, target_density=target_density)
+    if spec == "digits" or spec.startswith("digits:"):
+        hidden = parse_int_list(spec.split(":", 1)[1], "target") if ":" in spec else (16,)
+        return digits_target(seed, hidden=hidden)
+    path = Path(spec)
+    if not path.exists():
+        raise FileNotFoundError(f"target={spec!r}: no such file (allowed random:W0,W1,..., digits, a .npz or a .pt file)")
+    if path.suffix == ".npz":
+        try:
+            return _load_npz_target(path)
+        except (OSError, EOFError, zipfile.BadZipFile) as exc:
+            raise ValueError(f"{path}: not a valid npz file ({exc})") from None
+    if path.suffix in {".pt", ".pth"}:
+        return _load_torch_target(path)
+    raise ValueError(f"target={spec!r} has an unknown extension: allowed .npz, .pt, .pth, random:..., digits")
+
+
+def digits_target(seed: int, hidden=(16,), *, steps: int = 300, weight_decay: float = 1e-3) -> Target:
+    """A small MLP 64-hidden-10 trained (seeded, numpy full-batch Adam) on sklearn's digits, inputs scaled to [0, 1].
+
+    Used as the 'trained' target of the check battery; inputs live in [0, 1] ⊂ the default box [−1, 1].
+    """
+    from sklearn.datasets import load_digits
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):  # tiny matrices: BLAS threads only contend on a shared machine
+        return _train_digits(load_digits(), seed, tuple(hidden), steps, weight_decay)
+
+
+def _train_digits(data, seed, hidden, steps, weight_decay) -> Target:
+    x = data.data / 16.0
+    y = data.target
+    widths = (64,) + tuple(hidden) + (10,)
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0xD161]))
+    params = []
+    for n_in, n_out in zip(widths[:-1], widths[1:]):
+        params.append(rng.normal(0, np.sqrt(2.0 / n_in), size=(n_out, n_in)))
+        params.append(np.zeros(n_out))
+    m = [np.zeros_like(p) for p in params]
+    v = [np.zeros_like(p) for p in params]
+    onehot = np.eye(10)[y]
+    lr, b1, b2 = 0.01, 0.9, 0.999
+    for step in range(1, steps + 1):
+        acts = [x]
+        h = x
+        for k in range(len(widths) - 1):
+            h = h @ params[2 * k].T + params[2 * k + 1]
+            if k < len(widths) - 2:
+                h = np.maximum(h, 0.0)
+            acts.append(h)
+        z = h - h.max(axis=1, keepdims=True)
+        prob = np.exp(z)
+        prob /= prob.sum(axis=1, keepdims=True)
+        grad = (prob - onehot) / len(x)
+        grads = [None] * len(params)
+        for k in range(len(widths) - 2, -1, -1):
+            grads[2 * k] = grad.T @ acts[k] + weight_decay * params[2 * k]
+            grads[2 * k + 1] = grad.sum(axis=0)
+            if k > 0:
+                grad = (grad @ params[2 * k]) * (acts[k] > 0)
+        for i, g in enumerate(grads):
+            m[i] = b1 * m[i] + (1 - b1) * g
+            v[i] = b2 * v[i] + (1 - b2) * g * g
+            params[i] = params[i] - lr * (m[i] / (1 - b1 ** step)) / (np.sqrt(v[i] / (1 - b2 ** step)) + 1e-8)
+    return make_target(params[0::2], params[1::2], name="digits:" + ",".join(map(str, widths)))

@@ -1,0 +1,252 @@
+"""Tickets inside a materialized ER source: the data structure, its forward pass and the npz file format.
+
+A ticket is a sub-mask S_t ≤ M_t of the source's ER masks plus a bias mask (MATH.md §1). A *strong* ticket uses
+the source's own weights and biases (pruning a bias sets it to 0); a *weak* ticket also carries the weights and
+biases set on its sub-mask. Layer t of the ticket computes x_t = ReLU((W_t ⊙ S_t) x_{t−1} + b_t ⊙ bias_t), with a
+linear last layer.
+
+Every source unit also carries a *role* (what it is meant to compute), from which :mod:`construct.certificate`
+recomputes the error certificate from the arrays alone (MATH.md §6):
+
+- ``UNUSED``: output ≈ 0;
+- ``CONST`` with scale λ ≥ 0: output ≈ λ (bias groups, constant units);
+- ``NEURON`` (t, i): output ≈ x_i^{(t)} of the target (h_i^{(L)} for t = L: the linear output);
+- ``LIFT`` (t, j, λ): output ≈ ReLU(λ · x_j^{(t)}) (lifting units of L+1, intermediate units of 2L, t = 0 = input).
+
+npz keys (no pickle; loaded with ``allow_pickle=False``): ``target_W{t}``, ``target_b{t}`` (t = 1..L);
+``source_W{t}``, ``source_b{t}``, ``source_M{t}`` (bool), ``ticket_S{t}`` (bool, ⊆ source_M{t}),
+``ticket_bias{t}`` (bool) for t = 1..L_S; weak tickets also ``ticket_W{t}``, ``ticket_b{t}``; the roles
+``role_kind{t}`` (int8), ``role_layer{t}``, ``role_index{t}`` (int32), ``role_scale{t}`` (float64); and ``meta``,
+a JSON string (construction, kind, densities, eps, delta, seed, box, certificate, package version, …).
+"""
+from __future__ import annotations
+
+import json
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+
+from construct.source import Source
+from construct.targets import Target, make_target
+from theory.atomic import atomic_path
+
+__all__ = ["Ticket", "Roles", "UNUSED", "CONST", "NEURON", "LIFT", "ticket_forward", "effective_layer", "effective_layers",
+           "save_ticket", "load_ticket", "FORMAT_VERSION"]
+
+UNUSED, CONST, NEURON, LIFT = 0, 1, 2, 3
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Roles:
+    """Roles of the units of one source layer (see module docstring)."""
+
+    kind: np.ndarray   # int8
+    layer: np.ndarray  # int32: target layer t (NEURON, LIFT)
+    index: np.ndarray  # int32: target neuron i / input j
+    scale: np.ndarray  # float64: λ (CONST, LIFT)
+
+    @staticmethod
+    def empty(n: int) -> "Roles":
+        return Roles(np.zeros(n, np.int8), np.zeros(n, np.int32), np.zeros(n, np.int32), np.zeros(n, np.float64))
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """A (weak or strong) ticket: target, source, sub-masks ``kept`` (S_t), ``bias_kept``, roles, metadata."""
+
+    target: Target
+    source: Source
+    kept: tuple
+    bias_kept: tuple
+    roles: tuple
+    weak_weights: tuple | None = None
+    weak_biases: tuple | None = None
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def is_weak(self) -> bool:
+        return self.weak_weights is not None
+
+    @property
+    def kept_params(self) -> int:
+        """Number of weights the ticket keeps (Σ_t |S_t|)."""
+        return int(sum(int(np.count_nonzero(s)) for s in self.kept))
+
+
+def effective_layer(ticket: Ticket, t: int):
+    """(W_t ⊙ S_t as a float64 CSR matrix, b_t ⊙ bias_t as float64) for source layer t (1-based)."""
+    s = ticket.kept[t - 1]
+    rows, cols = np.nonzero(s)
+    w = ticket.weak_weights[t - 1] if ticket.is_weak else ticket.source.weights[t - 1]
+    b = ticket.weak_biases[t - 1] if ticket.is_weak else ticket.source.biases[t - 1]
+    vals = np.asarray(w[rows, cols], dtype=np.float64)
+    mat = sp.csr_matrix((vals, (rows, cols)), shape=s.shape)
+    bias = np.where(ticket.bias_kept[t - 1], np.asarray(b, dtype=np.float64), 0.0)
+    return mat, bias
+
+
+def effective_layers(ticket: Ticket) -> list:
+    """[effective_layer(ticket, t) for t = 1..L_S] (compute once, pass to the functions that accept ``layers``)."""
+    return [effective_layer(ticket, t) for t in range(1, len(ticket.kept) + 1)]
+
+
+def ticket_forward(ticket: Ticket, x: np.ndarray, layers=None) -> np.ndarray:
+    """The ticket's output for a batch x of shape (N, n_0): x_t = ReLU((W_t ⊙ S_t) x_{t−1} + b_t ⊙ bias_t).
+    ``layers``: precomputed :func:`effective_layers` (optional)."""
+    h = np.asarray(x, dtype=np.float64)
+    depth = len(ticket.kept)
+    for t in range(1, depth + 1):
+        mat, bias = layers[t - 1] if layers is not None else effective_layer(ticket, t)
+        h = (mat @ h.T).T + bias
+        if t < depth:
+            h = np.maximum(h, 0.0)
+    return h
+
+
+# ----------------------------------------------------------------------------------------------- npz format
+def ticket_arrays(ticket: Ticket) -> dict:
+    """The npz arrays of a ticket (see module docstring)."""
+    arrays = {}
+    for t, (w, b) in enumerate(zip(ticket.target.weights, ticket.target.biases), start=1):
+        arrays[f"target_W{t}"] = w
+        arrays[f"target_b{t}"] = b
+    src = ticket.source
+    for t in range(1, src.depth + 1):
+        arrays[f"source_W{t}"] = src.weights[t - 1]
+        arrays[f"source_b{t}"] = src.biases[t - 1]
+        arrays[f"source_M{t}"] = src.masks[t - 1]
+        arrays[f"ticket_S{t}"] = ticket.kept[t - 1]
+        arrays[f"ticket_bias{t}"] = ticket.bias_kept[t - 1]
+        r = ticket.roles[t - 1]
+        arrays[f"role_kind{t}"] = r.kind
+        arrays[f"role_layer{t}"] = r.layer
+        arrays[f"role_index{t}"] = r.index
+        arrays[f"role_scale{t}"] = r.scale
+        if ticket.is_weak:
+            arrays[f"ticket_W{t}"] = ticket.weak_weights[t - 1]
+            arrays[f"ticket_b{t}"] = ticket.weak_biases[t - 1]
+    meta = dict(ticket.meta)
+    meta.setdefault("format_version", FORMAT_VERSION)
+    meta["kind"] = "weak" if ticket.is_weak else "strong"
+    meta["source_seed"] = src.seed
+    meta["source_densities"] = list(src.densities)
+    meta["weight_law"] = src.law
+    arrays["meta"] = np.array(json.dumps(meta, default=float))
+    return arrays
+
+
+def save_ticket(path, ticket: Ticket) -> None:
+    """Write the ticket to ``path`` as npz (atomically: a temporary file renamed into place; no pickle)."""
+    arrays = ticket_arrays(ticket)
+    with atomic_path(path, suffix=".npz") as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+
+
+def _need(data, key, path, dtype_kind, ndim, shape=None):
+    if key not in data:
+        raise ValueError(f"{path}: missing key {key}: not a valid ticket file")
+    arr = data[key]
+    if dtype_kind == "b" and arr.dtype != np.bool_:
+        raise ValueError(f"{path}: {key} has dtype {arr.dtype}: allowed bool")
+    if dtype_kind == "f" and not np.issubdtype(arr.dtype, np.floating):
+        raise ValueError(f"{path}: {key} has dtype {arr.dtype}: allowed a float dtype")
+    if dtype_kind == "i" and not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"{path}: {key} has dtype {arr.dtype}: allowed an integer dtype")
+    if arr.ndim != ndim:
+        raise ValueError(f"{path}: {key} has {arr.ndim} dimensions: allowed {ndim}")
+    if shape is not None and arr.shape != tuple(shape):
+        raise ValueError(f"{path}: {key} has shape {arr.shape}: allowed {tuple(shape)}")
+    if dtype_kind == "f" and not np.all(np.isfinite(arr)):
+        raise ValueError(f"{path}: {key} contains NaN or inf: allowed finite values")
+    return arr
+
+
+def _read_arrays(data, path):
+    files = set(data.files)
+    if "meta" not in files:
+        raise ValueError(f"{path}: missing key meta: not a valid ticket file")
+    try:
+        meta = json.loads(str(data["meta"][()]))
+    except (ValueError, TypeError):
+        raise ValueError(f"{path}: meta is not a JSON string") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: meta is not a JSON object")
+    tw, tb = [], []
+    t = 1
+    while f"target_W{t}" in files:
+        tw.append(_need(data, f"target_W{t}", path, "f", 2))
+        tb.append(_need(data, f"target_b{t}", path, "f", 1))
+        t += 1
+    if not tw:
+        raise ValueError(f"{path}: missing key target_W1: not a valid ticket file")
+    target = make_target(tw, tb, name=str(meta.get("target", "target")))
+    weak = meta.get("kind") == "weak"
+    sw, sb, sm, ss, sbias, roles, ww, wb = [], [], [], [], [], [], [], []
+    t = 1
+    prev = target.widths[0]
+    while f"source_W{t}" in files:
+        w = _need(data, f"source_W{t}", path, "f", 2)
+        if w.shape[1] != prev:
+            raise ValueError(f"{path}: source_W{t} has {w.shape[1]} inputs, layer {t - 1} has {prev} units: allowed matching shapes")
+        n = w.shape[0]
+        sw.append(w)
+        sb.append(_need(data, f"source_b{t}", path, "f", 1, (n,)))
+        m = _need(data, f"source_M{t}", path, "b", 2, w.shape)
+        s = _need(data, f"ticket_S{t}", path, "b", 2, w.shape)
+        if np.any(s & ~m):
+            raise ValueError(f"{path}: ticket_S{t} keeps {int(np.count_nonzero(s & ~m))} edges outside the ER mask source_M{t}: "
+                             "a ticket must be a sub-mask")
+        sm.append(m)
+        ss.append(s)
+        sbias.append(_need(data, f"ticket_bias{t}", path, "b", 1, (n,)))
+        kind = _need(data, f"role_kind{t}", path, "i", 1, (n,))
+        if np.any((kind < 0) | (kind > 3)):
+            raise ValueError(f"{path}: role_kind{t} contains {int(kind[(kind < 0) | (kind > 3)][0])}: allowed 0..3")
+        kind = kind.astype(np.int8)
+        layer = _need(data, f"role_layer{t}", path, "i", 1, (n,)).astype(np.int64)
+        index = _need(data, f"role_index{t}", path, "i", 1, (n,)).astype(np.int64)
+        scale = _need(data, f"role_scale{t}", path, "f", 1, (n,)).astype(np.float64)
+        roles.append(Roles(kind, layer, index, scale))
+        if weak:
+            ww.append(_need(data, f"ticket_W{t}", path, "f", 2, w.shape))
+            wb.append(_need(data, f"ticket_b{t}", path, "f", 1, (n,)))
+        prev = n
+        t += 1
+    if not sw:
+        raise ValueError(f"{path}: missing key source_W1: not a valid ticket file")
+    return meta, target, weak, sw, sb, sm, ss, sbias, roles, ww, wb, prev
+
+
+def load_ticket(path) -> Ticket:
+    """Read and validate a ticket npz (``allow_pickle=False``): keys, dtypes, shapes, S ⊆ M, roles in range.
+
+    Raises a one-line ``ValueError`` naming what is wrong.
+    """
+    try:
+        data = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"{path}: not a valid npz file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    try:
+        with data:
+            return_value = _read_arrays(data, path)
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise ValueError(f"{path}: corrupted npz member ({type(exc).__name__})") from None
+    meta, target, weak, sw, sb, sm, ss, sbias, roles, ww, wb, prev = return_value
+    if prev != target.widths[-1]:
+        raise ValueError(f"{path}: the source has {prev} outputs but the target has {target.widths[-1]}: allowed equal")
+    dens = meta.get("source_densities", [1.0] * len(sw))
+    source = Source(tuple(sw), tuple(sb), tuple(sm), tuple(float(d) for d in dens), int(meta.get("source_seed", 0)),
+                    str(meta.get("weight_law", "uniform")))
+    ticket = Ticket(target, source, tuple(ss), tuple(sbias), tuple(roles),
+                    tuple(ww) if weak else None, tuple(wb) if weak else None, meta)
+    from construct.certificate import check_roles  # validation of roles needs the target's widths
+
+    check_roles(ticket, where=str(path))
+    return ticket

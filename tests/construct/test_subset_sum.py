@@ -204,6 +204,8 @@ def test_smallest_sufficient_prefix_matches_bruteforce():
     cand = rng.uniform(-1, 1, (rows, n))
     grid = np.linspace(-1, 1, 9)
     needed = smallest_sufficient_prefix(cand, np.tile(grid, (rows, 1)), eps)
+    tiny_budget = smallest_sufficient_prefix(cand, np.tile(grid, (rows, 1)), eps, max_bytes=1)  # 1 row, 1 target
+    np.testing.assert_array_equal(needed, tiny_budget)
     for r in range(rows):
         for k, z in enumerate(grid):
             expected = next((m for m in range(n + 1)

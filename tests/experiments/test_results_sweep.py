@@ -1,0 +1,128 @@
+"""Results store and sweep runner: append + fsync, corrupt last line, foreign files, crash/kill and resume."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from experiments.results import ResultsStore, ResultsWarning, config_key
+from experiments.sweep import results_path, run_sweep
+
+
+@dataclass
+class Fake:
+    """A tiny experiment: metrics derived from the config; optionally crashes at one config."""
+
+    name: str = "fake"
+    description: str = "test double"
+    crash_at: int | None = None
+    calls: int = 0
+
+    def configs(self, scale, seeds=None):
+        return [{"i": i, "seed": i % 2} for i in range(8)]
+
+    def run(self, config, device, on_loss=None):
+        self.calls += 1
+        if config["i"] == self.crash_at:
+            raise RuntimeError("injected crash")
+        if on_loss:
+            on_loss(1.0 / (1 + config["i"]))
+        return {"square": config["i"] ** 2}
+
+    def figures(self, records, out_dir):
+        return []
+
+
+def _lines(path):
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_config_key_is_canonical():
+    assert config_key({"a": 1, "b": [1, 2]}) == config_key({"b": [1, 2], "a": 1})
+    assert config_key({"a": 1}) != config_key({"a": 2})
+
+
+def test_append_load_and_foreign_experiment(tmp_path):
+    store = ResultsStore(tmp_path / "x.jsonl", "fake")
+    record = ResultsStore.make_record("fake", {"i": 1, "seed": 0}, {"m": 2.5}, "cpu", 0.1)
+    store.append(record)
+    loaded = ResultsStore(tmp_path / "x.jsonl", "fake").load()
+    assert loaded[0]["metrics"] == {"m": 2.5} and loaded[0]["key"] == config_key({"i": 1, "seed": 0})
+    assert set(loaded[0]) >= {"config", "seed", "metrics", "versions", "device", "wall_seconds"}
+    with pytest.raises(ValueError, match="holds runs of experiment 'fake'"):
+        ResultsStore(tmp_path / "x.jsonl", "other").load()
+
+
+def test_corrupt_last_line_is_ignored_then_cut(tmp_path):
+    path = tmp_path / "x.jsonl"
+    store = ResultsStore(path, "fake")
+    store.append(ResultsStore.make_record("fake", {"i": 1}, {}, "cpu", 0))
+    with open(path, "ab") as fh:
+        fh.write(b'{"experiment": "fake", "key": "trunc')  # a write interrupted mid-line
+    fresh = ResultsStore(path, "fake")
+    with pytest.warns(ResultsWarning, match="corrupt last line 2"):
+        assert len(fresh.load()) == 1
+    fresh.append(ResultsStore.make_record("fake", {"i": 2}, {}, "cpu", 0))
+    assert [r["config"]["i"] for r in _lines(path)] == [1, 2]
+
+
+def test_corrupt_middle_line_is_refused(tmp_path):
+    path = tmp_path / "x.jsonl"
+    path.write_text('{"experiment": "fake", "key": "a"}\nnot json\n{"experiment": "fake", "key": "b"}\n')
+    with pytest.raises(ValueError, match="corrupt line 2"):
+        ResultsStore(path, "fake").load()
+
+
+def test_crash_loses_only_the_run_in_progress_and_resume_completes(tmp_path):
+    crashing = Fake(crash_at=5)
+    configs = crashing.configs("smoke")
+    with pytest.raises(RuntimeError, match="injected"):
+        run_sweep(crashing, configs, tmp_path, torch.device("cpu"), progress=False)
+    path = results_path(tmp_path, "fake")
+    assert [r["config"]["i"] for r in _lines(path)] == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError, match="--resume"):
+        run_sweep(Fake(), configs, tmp_path, torch.device("cpu"), progress=False)
+    assert len(_lines(path)) == 5  # refusing did not touch the file
+    healthy = Fake()
+    summary = run_sweep(healthy, configs, tmp_path, torch.device("cpu"), resume=True, progress=False)
+    assert (summary.skipped, summary.ran, healthy.calls) == (5, 3, 3)
+    records = _lines(path)
+    assert sorted(r["config"]["i"] for r in records) == list(range(8))
+    assert all(r["metrics"]["square"] == r["config"]["i"] ** 2 for r in records)
+
+
+def test_sigkill_mid_sweep_then_resume(tmp_path):
+    script = textwrap.dedent(f"""
+        import sys, time, torch
+        sys.path.insert(0, {os.path.dirname(__file__)!r})
+        from test_results_sweep import Fake
+        from experiments.sweep import run_sweep
+
+        class Slow(Fake):
+            def run(self, config, device, on_loss=None):
+                time.sleep(0.15)
+                return super().run(config, device, on_loss)
+
+        exp = Slow()
+        run_sweep(exp, exp.configs("smoke"), {str(tmp_path)!r}, torch.device("cpu"), resume=True, progress=False)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE)
+    path = results_path(tmp_path, "fake")
+    deadline = time.time() + 60
+    while time.time() < deadline and (not path.exists() or len(path.read_text().splitlines()) < 2):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len(_lines(path))
+    assert 2 <= done < 8, proc.stderr.read().decode()[-500:]
+    summary = run_sweep(Fake(), Fake().configs("smoke"), tmp_path, torch.device("cpu"), resume=True, progress=False)
+    records = _lines(path)
+    keys = [r["key"] for r in records]
+    assert len(keys) == len(set(keys)) == 8
+    assert summary.skipped == done and summary.ran == 8 - done

@@ -42,6 +42,12 @@ def _parser() -> ArgumentParser:
                           "results file with runs is refused)")
     run.add_argument("--first-layer-only", action="store_true",
                      help="E1: mask only the first layer (the output layer stays dense); default masks both")
+    run.add_argument("--data-dir", default=None,
+                     help="directory holding the CIFAR python batch files (data_batch_1..5, test_batch); required "
+                          "by the paper scale of layerwise/imp/edgepopup, never downloaded")
+    run.add_argument("--compat", action="store_true",
+                     help="layerwise: use the released code's clamp-only ERK/balanced densities (MATH.md §7), whose "
+                          "realized global density undershoots the label; the realized density is always recorded")
     run.add_argument("--json", action="store_true", help="print the summary as JSON")
     add_common(run)
 
@@ -83,8 +89,16 @@ def main(argv=None) -> int:
         experiment = get_experiment(args.experiment)
         seeds = None if args.seeds is None else check_positive_int(args.seeds, "seeds")
         options = {"first_layer_only": True} if args.first_layer_only else {}
-        if options and "first_layer_only" not in inspect.signature(experiment.configs).parameters:
-            raise ValueError(f"--first-layer-only does not apply to experiment {args.experiment!r}: allowed only with e1")
+        if args.compat:
+            options["compat"] = True
+        if args.data_dir is not None:
+            options["data_dir"] = args.data_dir
+        accepted = inspect.signature(experiment.configs).parameters
+        for key in options:
+            if key not in accepted:
+                users = [n for n in experiment_names() if key in inspect.signature(get_experiment(n).configs).parameters]
+                raise ValueError(f"--{key.replace('_', '-')} does not apply to experiment {args.experiment!r}: "
+                                 f"allowed only with {', '.join(users)}")
         configs = experiment.configs(args.scale, seeds, **options)
         _set_threads(args.threads)
         device = resolve_device(args.device)

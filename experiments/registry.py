@@ -22,6 +22,8 @@ _EXPERIMENTS = {
     "layerwise": "experiments.e2_layerwise:EXPERIMENT",
     "imp": "experiments.e3_imp:EXPERIMENT",
     "edgepopup": "experiments.e4_edgepopup:EXPERIMENT",
+    "construction": "experiments.e5_construction:EXPERIMENT",
+    "subset-sum": "experiments.e6_subset_sum:EXPERIMENT",
 }
 
 
@@ -47,5 +49,3 @@ def get_experiment(name: str) -> Experiment:
         raise ValueError(f"experiment={name!r} is unknown: allowed {', '.join(map(repr, _EXPERIMENTS))}")
     module, attribute = _EXPERIMENTS[name].split(":")
     return getattr(importlib.import_module(module), attribute)
-_EXPERIMENTS["subset-sum"] = "experiments.e6_subset_sum:EXPERIMENT"  # E6 (MATH.md §5)
-_EXPERIMENTS["construction"] = "experiments.e5_construction:EXPERIMENT"  # E5 (MATH.md §4, §6)

@@ -297,3 +297,20 @@ def test_bad_input_one_line_value_error(call, fragment):
     with pytest.raises(ValueError) as info:
         call()
     assert fragment in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("law", ["uniform", "product"])
+@pytest.mark.parametrize("eps", [1e-2, 1e-3, 1e-4])
+def test_fitted_constant_agrees_with_the_independent_calibration(law, eps):
+    """The fitted C comes from experiment E6; the calibration table is a different Monte Carlo study. At
+    n = ⌈C·log2(1/ε)⌉ the calibration's worst-z failure rate must not be significantly above δ = 0.01."""
+    from scipy.stats import binomtest
+
+    from theory.subset_sum import failure_curve, fitted_width, load_nss_table
+
+    n = fitted_width(eps, law)
+    curve = failure_curve(eps, law)
+    trials = load_nss_table()["provenance"]["trials"]
+    failures = round(float(curve[min(n, curve.size - 1)]) * trials)
+    assert binomtest(failures, trials, 0.01, alternative="greater").pvalue > 1e-3
+

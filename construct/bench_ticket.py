@@ -8,6 +8,7 @@ largest width multiplier whose source stays under ``max_source_params`` and repo
 """
 from __future__ import annotations
 
+import math
 import resource
 import time
 import tracemalloc
@@ -60,7 +61,7 @@ def run_ticket_bench(width_multiplier: float | None = None, *, widths=(784, 300,
                 size = _params(plan_strong(target, density, delta, weight_eps=weight_eps, construction="2l",
                                            width_multiplier=mid)[2])
                 lo, hi = (mid, hi) if size <= max_source_params else (lo, mid)
-            width_multiplier = round(lo, 4)
+            width_multiplier = math.floor(lo * 1e4) / 1e4  # rounding up could cross the cap
         else:
             width_multiplier = 1.0
     tracemalloc.start()

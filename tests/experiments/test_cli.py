@@ -24,6 +24,10 @@ def _run(argv, capsys):
     (["run", "e1", "--device", "tpu", "--out", "X"], "invalid choice"),
     (["run", "e1", "--threads", "0", "--out", "X"], "threads=0"),
     (["figures", "--results", "/nonexistent/dir"], "does not exist"),
+    (["run", "e1", "--compat", "--out", "X"], "--compat does not apply to experiment 'e1'"),
+    (["run", "e1", "--data-dir", "/nonexistent/cifar", "--out", "X"], "--data-dir does not apply to experiment 'e1'"),
+    (["run", "imp", "--scale", "paper", "--out", "X"], "--data-dir"),
+    (["run", "layerwise", "--scale", "paper", "--data-dir", "/nonexistent/cifar", "--out", "X"], "does not exist"),
 ])
 def test_bad_input_is_one_line_exit_2(argv, needle, capsys, tmp_path):
     argv = [a if a != "X" else str(tmp_path / "out") for a in argv]

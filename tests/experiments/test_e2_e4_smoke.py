@@ -14,14 +14,6 @@ from experiments.results import ResultsStore
 from experiments.sweep import run_sweep
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Small models on a shared CPU: one intra-op thread avoids oversubscription stalls; restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 CPU = torch.device("cpu")
 
 

@@ -14,15 +14,6 @@ from experiments.models import build_model, weight_shapes
 from experiments.sparse_training import TrainSettings, make_optimizer
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Small models on a shared CPU: one intra-op thread avoids oversubscription stalls; restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _check_mask(mask, er, k):
     assert set(torch.unique(mask).tolist()) <= {0.0, 1.0}  # binary
     assert torch.count_nonzero(mask[~er]) == 0  # zero outside the ER mask

@@ -11,15 +11,6 @@ from experiments.models import build_model
 from experiments.sparse_training import TrainSettings, train_model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Small models on a shared CPU: one intra-op thread avoids oversubscription stalls; restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @given(count=st.integers(1, 10**7), levels=st.integers(0, 30))
 def test_imp_counts_follow_the_20_percent_rule(count, levels):
     counts = imp_counts(count, 0.2, levels)

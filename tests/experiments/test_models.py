@@ -15,14 +15,6 @@ from experiments.sparse_training import (TrainSettings, augment_batch, forward_m
 from theory.densities import SCHEMES, layer_densities
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Small models on a shared CPU: one intra-op thread avoids oversubscription stalls; restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 ALPHA = 1e-3
 
 

@@ -23,12 +23,19 @@ from typing import Callable
 import numpy as np
 
 from theory.er_factor import er_factor
-from theory.lower_bound import (connected_inputs, connection_probability, error_floor, lower_bound_width,
-                                lower_bound_width_closed_form, uniform_variance)
-from theory.validation import check_choice, check_densities, check_open_unit, check_positive_int
+from theory.lower_bound import (
+    connected_inputs,
+    connection_probability,
+    error_floor,
+    lower_bound_width,
+    lower_bound_width_closed_form,
+    uniform_variance,
+)
+from theory.validation import check_densities, check_open_unit
 
 from .data import Dataset, affine_teacher_task, digits_task, mnist5k_task, relu_teacher_task
 from .ensemble import MLPSpec, TrainConfig, evaluate_models, train_ensemble
+from .registry import ScaledSweep
 
 __all__ = ["E1", "EXPERIMENT", "DENSITIES", "scaled_width", "load_task", "student_metrics"]
 
@@ -87,7 +94,7 @@ def student_metrics(layers, data: Dataset, density: float, delta: float, first_l
 
 
 @dataclass(frozen=True)
-class E1:
+class E1(ScaledSweep):
     """Experiment E1 (registered as ``e1``)."""
 
     name: str = "e1"
@@ -124,16 +131,10 @@ class E1:
         },
     })
 
-    @property
-    def scales(self) -> tuple[str, ...]:
-        return tuple(self.scale_settings)
-
     def configs(self, scale: str, seeds: int | None = None, first_layer_only: bool = False) -> list[dict]:
         """Configs of a sweep at ``scale``: per task, seed and width a ``grid`` run holding every density; per
         classification task and seed also a ``scaled`` run (width n_ref·κ(p)/κ(p_ref) per density)."""
-        check_choice(scale, "scale", self.scales)
-        s = self.scale_settings[scale]
-        n_seeds = s["seeds"] if seeds is None else check_positive_int(seeds, "seeds")
+        s, n_seeds = self.settings(scale, seeds)
         densities = [float(p) for p in check_densities(s["densities"])]
         base = {"delta": self.delta, "first_layer_only": bool(first_layer_only), "scale": scale}
         configs = []

@@ -18,12 +18,12 @@ import numpy as np
 
 from theory.atomic import atomic_write_text
 from theory.densities import SCHEMES, layer_densities
-from theory.validation import check_choice, check_densities, check_positive_int
+from theory.validation import check_densities
 
 from .figures import new_figure, save_figure
 from .models import build_model
-from .sparse_training import (TrainSettings, evaluate, load_classification, majority_rate, prepare_inputs,
-                              train_model)
+from .registry import ScaledSweep
+from .sparse_training import TrainSettings, evaluate, load_classification, majority_rate, prepare_inputs, train_model
 
 __all__ = ["LayerwiseExperiment", "EXPERIMENT", "check_data_dir", "seed_mean"]
 
@@ -59,7 +59,7 @@ def seed_mean(records, key: Callable[[dict], tuple], value: Callable[[dict], flo
 
 
 @dataclass(frozen=True)
-class LayerwiseExperiment:
+class LayerwiseExperiment(ScaledSweep):
     """Experiment E2 (registered as ``layerwise``)."""
 
     name: str = "layerwise"
@@ -88,15 +88,9 @@ class LayerwiseExperiment:
         },
     })
 
-    @property
-    def scales(self) -> tuple[str, ...]:
-        return tuple(self.scale_settings)
-
     def configs(self, scale: str, seeds: int | None = None, data_dir=None, compat: bool | None = None) -> list[dict]:
         """One config per model, scheme (plus ``dense`` at density 1), density and seed at ``scale``."""
-        check_choice(scale, "scale", self.scales)
-        s = self.scale_settings[scale]
-        n_seeds = s["seeds"] if seeds is None else check_positive_int(seeds, "seeds")
+        s, n_seeds = self.settings(scale, seeds)
         densities = [float(p) for p in check_densities(s["densities"])]
         compat = s["compat"] if compat is None else compat
         if not isinstance(compat, bool):

@@ -14,12 +14,13 @@ from typing import Callable
 
 import numpy as np
 
-from theory.validation import check_choice, check_density, check_open_unit, check_positive_int
+from theory.validation import check_density, check_open_unit
 
 from .e2_layerwise import PAPER_TRAIN, check_data_dir, seed_mean
 from .figures import new_figure, save_figure
 from .imp import levels_to_reach, run_imp
 from .models import build_model
+from .registry import ScaledSweep
 from .sparse_training import TrainSettings, load_classification, majority_rate, prepare_inputs
 
 __all__ = ["IMPExperiment", "EXPERIMENT", "start_label"]
@@ -31,7 +32,7 @@ def start_label(start_density: float) -> str:
 
 
 @dataclass(frozen=True)
-class IMPExperiment:
+class IMPExperiment(ScaledSweep):
     """Experiment E3 (registered as ``imp``)."""
 
     name: str = "imp"
@@ -58,15 +59,9 @@ class IMPExperiment:
         },
     })
 
-    @property
-    def scales(self) -> tuple[str, ...]:
-        return tuple(self.scale_settings)
-
     def configs(self, scale: str, seeds: int | None = None, data_dir=None) -> list[dict]:
         """One config per start density and seed; ``levels`` = round(log(final/start)/log(0.8))."""
-        check_choice(scale, "scale", self.scales)
-        s = self.scale_settings[scale]
-        n_seeds = s["seeds"] if seeds is None else check_positive_int(seeds, "seeds")
+        s, n_seeds = self.settings(scale, seeds)
         fraction = check_open_unit(s["prune_fraction"], "prune_fraction")
         final = check_density(s["final_density"], "final_density")
         directory = check_data_dir(scale, s["task"], data_dir)

@@ -21,12 +21,13 @@ from typing import Callable
 import torch
 
 from theory.densities import SCHEMES, layer_densities
-from theory.validation import check_choice, check_densities, check_positive_int
+from theory.validation import check_choice, check_densities
 
 from .e2_layerwise import check_data_dir, seed_mean
 from .edge_popup import POPUP_LAYERS, check_final_density, popup_layers, prepare_edge_popup_, score_parameters
 from .figures import new_figure, save_figure
 from .models import build_model, weight_shapes
+from .registry import ScaledSweep
 from .sparse_training import TrainSettings, evaluate, load_classification, majority_rate, prepare_inputs, train_model
 
 __all__ = ["EdgePopupExperiment", "EXPERIMENT", "final_layer_densities"]
@@ -38,7 +39,7 @@ def final_layer_densities(shapes, final_density: float, scheme: str) -> list[flo
 
 
 @dataclass(frozen=True)
-class EdgePopupExperiment:
+class EdgePopupExperiment(ScaledSweep):
     """Experiment E4 (registered as ``edgepopup``)."""
 
     name: str = "edgepopup"
@@ -64,15 +65,9 @@ class EdgePopupExperiment:
         },
     })
 
-    @property
-    def scales(self) -> tuple[str, ...]:
-        return tuple(self.scale_settings)
-
     def configs(self, scale: str, seeds: int | None = None, data_dir=None) -> list[dict]:
         """One config per source density, final density ≤ source and seed."""
-        check_choice(scale, "scale", self.scales)
-        s = self.scale_settings[scale]
-        n_seeds = s["seeds"] if seeds is None else check_positive_int(seeds, "seeds")
+        s, n_seeds = self.settings(scale, seeds)
         sources = [float(p) for p in check_densities(s["sources"], "sources")]
         finals = [float(p) for p in check_densities(s["finals"], "finals")]
         check_choice(s["scheme"], "scheme", SCHEMES)

@@ -41,6 +41,7 @@ from theory.subset_sum import load_nss_table
 from theory.validation import check_choice, check_open_unit, check_positive_int
 
 from .figures import new_figure, save_figure
+from .registry import ScaledSweep
 
 __all__ = [
     "CONSTRUCTIONS",
@@ -273,7 +274,7 @@ _LOW_MULTIPLIERS = [0.01, 0.02, 0.03, 0.05, 0.08, 0.12, 0.2, 0.3, 0.5, 1.0]
 
 
 @dataclass(frozen=True)
-class ConstructionExperiment:
+class ConstructionExperiment(ScaledSweep):
     """Experiment E5 (registered as ``construction``)."""
 
     name: str = "construction"
@@ -330,15 +331,9 @@ class ConstructionExperiment:
     })
     workers: int | None = None  #: process-pool size (None: all cores)
 
-    @property
-    def scales(self) -> tuple[str, ...]:
-        return tuple(self.scale_settings)
-
     def configs(self, scale: str, seeds: int | None = None) -> list[dict]:
         """One config per (series, construction, target, density[, ε]); each holds its multipliers and seeds."""
-        check_choice(scale, "scale", self.scales)
-        s = self.scale_settings[scale]
-        n_seeds = s["seeds"] if seeds is None else check_positive_int(seeds, "seeds")
+        s, n_seeds = self.settings(scale, seeds)
         base = {"delta": s["delta"], "samples": s["samples"], "max_source_params": s["max_source_params"],
                 "seeds": list(range(n_seeds)), "scale": scale, "nss_table": nss_table_fingerprint()}
         phase, other = [], []

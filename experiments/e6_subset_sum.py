@@ -44,6 +44,7 @@ from theory.validation import (
 )
 
 from .figures import new_figure, save_figure
+from .registry import ScaledSweep
 
 __all__ = [
     "EXPERIMENT",
@@ -189,7 +190,7 @@ def check_bounds(cells: dict, delta: float = DEFAULT_DELTA) -> list[BoundCheck]:
 
 
 @dataclass(frozen=True)
-class SubsetSumExperiment:
+class SubsetSumExperiment(ScaledSweep):
     """Experiment E6 (registered as ``subset-sum``)."""
 
     name: str = "subset-sum"
@@ -202,15 +203,9 @@ class SubsetSumExperiment:
                   "densities": [1.0, 0.5, 0.2, 0.1, 0.05, 0.02]},
     })
 
-    @property
-    def scales(self) -> tuple[str, ...]:
-        return tuple(self.scale_settings)
-
     def configs(self, scale: str, seeds: int | None = None) -> list[dict]:
         """One config per law, ε, density and seed; n_max covers both theoretical widths at δ = 0.01."""
-        check_choice(scale, "scale", self.scales)
-        s = self.scale_settings[scale]
-        n_seeds = s["seeds"] if seeds is None else check_positive_int(seeds, "seeds")
+        s, n_seeds = self.settings(scale, seeds)
         out = []
         for law in s["laws"]:
             for eps in s["eps"]:

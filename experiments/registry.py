@@ -13,7 +13,9 @@ from __future__ import annotations
 import importlib
 from typing import Callable, Protocol
 
-__all__ = ["Experiment", "SCALES", "experiment_names", "get_experiment"]
+from theory.validation import check_choice, check_positive_int
+
+__all__ = ["Experiment", "ScaledSweep", "SCALES", "experiment_names", "get_experiment"]
 
 SCALES = ("smoke", "default", "paper")
 
@@ -36,6 +38,20 @@ class Experiment(Protocol):
     def run(self, config: dict, device, on_loss: Callable[[float], None] | None = None) -> dict: ...
 
     def figures(self, records: list[dict], out_dir) -> list: ...
+
+
+class ScaledSweep:
+    """Mixin for experiments described by a ``scale_settings`` mapping (scale name → settings with "seeds")."""
+
+    @property
+    def scales(self) -> tuple[str, ...]:
+        return tuple(self.scale_settings)
+
+    def settings(self, scale: str, seeds: int | None) -> tuple[dict, int]:
+        """The settings of ``scale`` and the number of seeds (the scale's own unless ``seeds`` is given)."""
+        check_choice(scale, "scale", self.scales)
+        s = self.scale_settings[scale]
+        return s, (s["seeds"] if seeds is None else check_positive_int(seeds, "seeds"))
 
 
 def experiment_names() -> tuple[str, ...]:

@@ -156,8 +156,11 @@ def _compute(args):
 def _format_value(value) -> str:
     if isinstance(value, float):
         return f"{value:.6g}"
+    if isinstance(value, dict):
+        return " ".join(f"{k}={_format_value(v)}" for k, v in value.items())
     if isinstance(value, (list, tuple)):
-        return ", ".join(_format_value(v) for v in value)
+        nested = any(isinstance(v, (dict, list, tuple)) for v in value)
+        return ("; " if nested else ", ").join(_format_value(v) for v in value)
     return str(value)
 
 

@@ -22,10 +22,10 @@ import numpy as np
 from tqdm import tqdm
 
 from construct.source import Source
-from construct.strong_common import (compact_groups, layer_input_norms, layer_tolerance, prune_unused,
-                                     scaled_group, solve_grouped)
+from construct.strong_common import (compact_groups, empty_selection, layer_input_norms, layer_tolerance,
+                                     prune_unused, scaled_group, solve_grouped)
 from construct.targets import Target
-from construct.ticket import CONST, LIFT, NEURON, Roles, Ticket
+from construct.ticket import CONST, LIFT, NEURON, Ticket
 
 __all__ = ["twol_groups", "twol_source_widths", "build_2l"]
 
@@ -59,13 +59,8 @@ def build_2l(target: Target, source: Source, groups: dict, instance_eps, caps, *
     n = target.widths
     L = target.depth
     P = groups["P"]
-    expected = twol_source_widths(target, groups)
-    if source.widths != expected:
-        raise ValueError(f"source widths {source.widths} do not match the 2L layout {expected}")
+    kept, bias_kept, roles = empty_selection(source, twol_source_widths(target, groups), "2L")
     masks, W, Bs = source.masks, source.weights, source.biases
-    kept = [np.zeros(m.shape, dtype=bool) for m in masks]
-    bias_kept = [np.zeros(m.shape[0], dtype=bool) for m in masks]
-    roles = [Roles.empty(m.shape[0]) for m in masks]
     norms = layer_input_norms(target, box)
     caps = caps or [{"weight": None, "bias": None}] * L
     reports = [None] * L

@@ -9,12 +9,24 @@ import numpy as np
 from construct.certificate import interval_bounds
 from construct.instances import solve_instances
 from construct.targets import Target
+from construct.ticket import Roles
 from theory.strong_widths import backward_layer_tolerance
 
-__all__ = ["compact_groups", "solve_grouped", "layer_input_norms", "layer_tolerance", "prune_unused",
+__all__ = ["empty_selection", "compact_groups", "solve_grouped", "layer_input_norms", "layer_tolerance", "prune_unused",
            "scaled_group"]
 
 _MAX_ENTRIES = 1 << 23  # candidate entries gathered per solver call
+
+
+def empty_selection(source, expected_widths, layout: str):
+    """Check that ``source`` has the construction's widths; return everything pruned: per source layer the kept
+    edges (bool, like the mask), the kept biases (bool) and the unit roles (all UNUSED)."""
+    if source.widths != tuple(expected_widths):
+        raise ValueError(f"source widths {source.widths} do not match the {layout} layout {tuple(expected_widths)}")
+    kept = [np.zeros(m.shape, dtype=bool) for m in source.masks]
+    bias_kept = [np.zeros(m.shape[0], dtype=bool) for m in source.masks]
+    roles = [Roles.empty(m.shape[0]) for m in source.masks]
+    return kept, bias_kept, roles
 
 
 def scaled_group(size: int, multiplier: float, parts: int) -> int:

@@ -22,10 +22,10 @@ import numpy as np
 from tqdm import tqdm
 
 from construct.source import Source
-from construct.strong_common import (compact_groups, layer_input_norms, layer_tolerance, prune_unused,
-                                     scaled_group, solve_grouped)
+from construct.strong_common import (compact_groups, empty_selection, layer_input_norms, layer_tolerance,
+                                     prune_unused, scaled_group, solve_grouped)
 from construct.targets import Target
-from construct.ticket import CONST, LIFT, NEURON, Roles, Ticket
+from construct.ticket import CONST, LIFT, NEURON, Ticket
 
 __all__ = ["lplus1_groups", "lplus1_source_widths", "build_lplus1"]
 
@@ -58,13 +58,8 @@ def build_lplus1(target: Target, source: Source, groups: dict, instance_eps, cap
     n = target.widths
     L = target.depth
     P, g, g0, r, c = groups["P"], groups["g"], groups["g0"], groups["r"], groups["c"]
-    expected = lplus1_source_widths(target, groups)
-    if source.widths != expected:
-        raise ValueError(f"source widths {source.widths} do not match the L+1 layout {expected}")
+    kept, bias_kept, roles = empty_selection(source, lplus1_source_widths(target, groups), "L+1")
     masks, W, Bs = source.masks, source.weights, source.biases
-    kept = [np.zeros(m.shape, dtype=bool) for m in masks]
-    bias_kept = [np.zeros(m.shape[0], dtype=bool) for m in masks]
-    roles = [Roles.empty(m.shape[0]) for m in masks]
     norms = layer_input_norms(target, box)
     caps = caps or [{"weight": None, "bias": None, "const": None}] * L
 

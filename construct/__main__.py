@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from theory.cli import ArgumentParser, dumps, run_main
-from theory.validation import check_open_unit, check_positive_int
+from theory.validation import check_open_unit, check_positive_int, check_positive_real
 
 __all__ = ["main"]
 
@@ -65,7 +65,9 @@ def build_parser() -> ArgumentParser:
     s.add_argument("--construction", default="2l", choices=("l+1", "2l"),
                    help="l+1 (depth L+1, after Burkholz 2022) or 2l (depth 2L, after Pensia et al. 2020); default 2l")
     s.add_argument("--max-source-params", type=float, default=4e8,
-                   help="refuse sources with more weights than this (memory guard; default 4e8)")
+                   help="refuse sources with more weights than this (memory guard; default 4e8). Memory per source "
+                        "weight: about 1 byte for 2l (the source is drawn block by block, the ticket keeps one bool "
+                        "per weight), about 6 bytes for l+1 (materialized source)")
     w = sub.add_parser("weak", help="build a weak ticket (weights set on a sub-mask)",
                        description="Build a weak ticket (MATH.md §4): exact representation inside an ER source.")
     _common(w)
@@ -85,9 +87,12 @@ def build_parser() -> ArgumentParser:
                        description="Benchmark the batched subset-sum solver against exhaustive search and MILP, then "
                                    "time the 2L strong ticket of a random 784-300-100-10 target at density 0.5.")
     b.add_argument("--json", action="store_true", help="print one JSON document")
-    b.add_argument("--width-multiplier", type=float, default=None,
-                   help="ticket part: multiply theory's widths (default: the largest that fits the memory guard)")
-    b.add_argument("--skip-solver", action="store_true", help="only time the ticket")
+    b.add_argument("--width-multiplier", type=float, default=1.0,
+                   help="ticket part: multiply theory's widths (default 1: theory's widths, a 2.2e9-weight source "
+                        "drawn block by block; about 3 GB)")
+    skip = b.add_mutually_exclusive_group()
+    skip.add_argument("--skip-solver", action="store_true", help="only time the ticket")
+    skip.add_argument("--skip-ticket", action="store_true", help="only run the solver benchmark")
     return parser
 
 
@@ -194,7 +199,9 @@ def main(argv=None) -> int:
     if args.command == "bench":
         from construct.bench_ticket import format_bench, run_bench
 
-        result = run_bench(width_multiplier=args.width_multiplier, solver=not args.skip_solver)
+        check_positive_real(args.width_multiplier, "width_multiplier")
+        result = run_bench(width_multiplier=args.width_multiplier, solver=not args.skip_solver,
+                           ticket=not args.skip_ticket)
         print(dumps(result) if args.json else format_bench(result))
         return 0
     return 2  # pragma: no cover

@@ -3,7 +3,8 @@
 On the same seeded instances (n candidates per instance drawn as the L+1 construction sees them — "uniform"
 X ~ U[−1, 1] or "product" X = U·V — optionally thinned by an ER(density) availability mask; targets z ~ U[−1, 1])
 it measures instances per second and success rate (error ≤ ε) of
-  (a) :func:`construct.subset_sum.solve_subset_sums` on all instances (batched, exact);
+  (a) :func:`construct.subset_sum.solve_subset_sums` on all instances (exact; its default numba backend, compiled
+      before timing);
   (b) an exhaustive search over subsets of size 1..10 with early stop at the first subset within ε, written with
       itertools.combinations as in public strong-ticket construction code (re-implemented here), on a subsample;
   (c) scipy.optimize.milp (:func:`construct.subset_sum.best_subset_milp` in feasibility mode: any subset within ε,
@@ -88,6 +89,9 @@ def run_solver_bench(
     rate on the baselines' subsamples, and the ratios ``speedup_vs_exhaustive`` / ``speedup_vs_milp`` (instances/s
     over instances/s). Baselines run on the first ``exhaustive_instances`` / ``milp_instances`` instances or until
     ``baseline_budget_s`` seconds, whichever comes first (the dict says how many ran).
+
+    Before any timing the solver is called once on a tiny instance, so that compiling its numba kernel (≈ 8 s in a
+    fresh environment) or loading it from numba's on-disk cache is not inside the timed region.
     """
     seed = check_positive_int(seed, "seed", minimum=0)
     instances = check_positive_int(instances, "instances")
@@ -101,6 +105,7 @@ def run_solver_bench(
     laws = [check_choice(law, "law", LAWS) for law in laws]
     from tqdm import tqdm
 
+    solve_subset_sums(np.zeros((1, 2)), np.zeros(1), 0.5, np.ones((1, 2), dtype=bool))  # warm-up (JIT), not timed
     rows = []
     settings = [(law_index, law, eps) for law_index, law in enumerate(laws) for eps in eps_values]
     for law_index, law, eps in tqdm(settings, desc="solver bench", disable=not sys.stderr.isatty()):

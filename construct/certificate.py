@@ -25,6 +25,8 @@ import scipy.sparse as sp
 from construct.targets import Target, target_forward
 from construct.ticket import CONST, LIFT, NEURON, UNUSED, Ticket, effective_layer, effective_layers, ticket_forward
 
+_ACTIVATION_ENTRIES = 1 << 24  # float64 entries of one layer's activations per forward batch (128 MB)
+
 __all__ = ["interval_bounds", "Certificate", "certify", "check_roles", "sampled_error", "ErrorSample"]
 
 
@@ -238,8 +240,9 @@ def sampled_error(ticket: Ticket, box=(-1.0, 1.0), *, samples: int = 2048, seed:
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0xE77]))
     x = rng.uniform(box[0], box[1], size=(samples, n0))
     err = 0.0
-    for i in range(0, samples, 1024):
-        xb = x[i:i + 1024]
+    chunk = max(1, min(1024, _ACTIVATION_ENTRIES // max(ticket.source.widths)))  # bounds the hidden activations
+    for i in range(0, samples, chunk):
+        xb = x[i:i + chunk]
         err = max(err, float(np.max(np.abs(ticket_forward(ticket, xb, layers) - target_forward(ticket.target, xb)))))
     corner = None
     if n0 <= max_corner_dim:

@@ -7,6 +7,9 @@ parts, zero targets, and the call to :func:`construct.subset_sum.solve_subset_su
 - **Parts**: a target |W| ≤ P is split into P parts W/P, part q using the candidate columns q, q+P, … of its
   group, each solved to ε/P; the errors add up to ≤ ε.
 - **Zero targets** (sparse targets) are solved by the empty subset without calling the solver.
+- **Best, not first**: every instance takes the best subset of the prefix searched in its last round
+  (``stop="best"``), not the first one within its tolerance: the instance errors, and with them the certificate
+  and the network error, come out several times smaller at little extra time (construct/README.md).
 """
 from __future__ import annotations
 
@@ -42,7 +45,7 @@ def solve_instances(candidates, available, targets, eps, cap: int | None = None)
     error = np.abs(targets).copy()
     todo = np.nonzero(targets != 0)[0]
     if todo.size and n:
-        m, e = solve_subset_sums(candidates[todo], targets[todo], eps[todo], available[todo])
+        m, e = solve_subset_sums(candidates[todo], targets[todo], eps[todo], available[todo], stop="best")
         mask[todo] = m
         error[todo] = e
     return mask, error

@@ -1,86 +1,266 @@
-"""Materialized, seeded ER source networks f_S (MATH.md §1).
+"""Seeded ER source networks f_S (MATH.md §1), drawn block by block so that huge sources need not be held in memory.
 
 Source layer t has weights W_t (n_{S,t} × n_{S,t−1}), biases b_t and an ER mask M_t ~ ER(p_t): i.i.d.
-Bernoulli(p_t) entries, drawn once from a seed. Weights and biases are stored as float32 (U[−1, 1] by default,
-or a scaled normal N(0, 1/n_{S,t−1})); every computation casts them to float64, so a strong ticket's weights are
-the source's bit for bit. Masks are compared against float64 uniforms (exact Bernoulli(p) up to 2^-53).
+Bernoulli(p_t) entries. Weights and biases are float32 (U[−1, 1] by default, or a scaled normal N(0, 1/n_{S,t−1}));
+every computation casts them to float64, so a strong ticket's weights are the source's bit for bit. Masks compare
+float64 uniforms with p_t (exact Bernoulli(p_t) up to 2^-53).
+
+**Drawing scheme** (what "same seed, same numbers" means): the rows of layer t are cut into blocks of
+R_t = max(1, 2^22 // n_{S,t−1}) rows; block b has its own generator, ``SeedSequence([seed, 0x5EED, t, b])``, whose two
+spawned children draw the block's weights and its mask; the biases of layer t come from
+``SeedSequence([seed, 0xB1A5, t])``. A block is therefore reproducible on its own: :class:`SourceLayer` can return any
+rows or any entries (:meth:`SourceLayer.take_rows`, :meth:`SourceLayer.gather`) by drawing only the blocks that hold
+them, in parallel threads, without ever materializing the layer — which is how the 2L construction works inside a
+source of 2·10^9 weights in a few GB. Materializing (:attr:`SourceLayer.weights`) gives the same numbers.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from theory.validation import check_choice, check_densities, check_positive_int, check_widths
 
-__all__ = ["Source", "sample_source", "WEIGHT_LAWS"]
+__all__ = ["Source", "SourceLayer", "sample_source", "WEIGHT_LAWS"]
 
 WEIGHT_LAWS = ("uniform", "normal")
-_CHUNK = 1 << 22  # entries drawn per call; fixed so that the numbers depend only on (seed, shapes, densities)
+_BLOCK_ENTRIES = 1 << 22  # entries per block; fixed so that the numbers depend only on (seed, shapes, densities)
+_WEIGHT_TAG, _BIAS_TAG = 0x5EED, 0xB1A5
 
 
-@dataclass(frozen=True)
+def _threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class SourceLayer:
+    """One source layer: W (n_out × n_in) float32, b (n_out,) float32, M (n_out × n_in) bool.
+
+    Either *drawn* (from ``seed`` and the layer ``index`` t, block by block, see the module docstring) or *given*
+    (arrays, e.g. read from a ticket file). ``weights``/``mask`` materialize a drawn layer once and keep it;
+    ``take_rows``/``gather``/``kept_count`` never do.
+    """
+
+    def __init__(self, n_out: int, n_in: int, density: float, law: str = "uniform", *, seed: int | None = None,
+                 index: int | None = None, arrays=None):
+        self.shape = (int(n_out), int(n_in))
+        self.density = float(density)
+        self.law = law
+        self.seed = seed
+        self.index = index
+        self.rows_per_block = max(1, _BLOCK_ENTRIES // max(self.shape[1], 1))
+        self._weights = self._mask = self._bias = None
+        self._mask_counts: dict[int, int] = {}
+        if arrays is not None:
+            self._weights, self._bias, self._mask = arrays
+        elif seed is None or index is None:
+            raise ValueError("SourceLayer needs either arrays or (seed, index)")
+
+    # ------------------------------------------------------------------------------------------------ drawing
+    @property
+    def n_blocks(self) -> int:
+        return -(-self.shape[0] // self.rows_per_block)
+
+    def _children(self, b: int):
+        return np.random.SeedSequence([self.seed, _WEIGHT_TAG, self.index, int(b)]).spawn(2)
+
+    def _block_rows(self, b: int) -> tuple[int, int]:
+        r0 = int(b) * self.rows_per_block
+        return r0, min(self.shape[0], r0 + self.rows_per_block)
+
+    def _draw_mask(self, b: int, child) -> np.ndarray:
+        r0, r1 = self._block_rows(b)
+        if self.density >= 1.0:
+            m = np.ones((r1 - r0, self.shape[1]), dtype=bool)
+        else:
+            m = np.random.default_rng(child).random((r1 - r0, self.shape[1])) < self.density
+        self._mask_counts[int(b)] = int(np.count_nonzero(m))
+        return m
+
+    def block(self, b: int, with_mask: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        """(W rows, M rows) of block b (rows b·R .. (b+1)·R − 1); M is None (not drawn) unless ``with_mask``."""
+        r0, r1 = self._block_rows(b)
+        if self._weights is not None:
+            return self._weights[r0:r1], self._mask[r0:r1]
+        cw, cm = self._children(b)
+        rng = np.random.default_rng(cw)
+        if self.law == "uniform":
+            w = rng.random((r1 - r0, self.shape[1]), dtype=np.float32)
+            w *= 2.0
+            w -= 1.0
+        else:
+            w = rng.standard_normal((r1 - r0, self.shape[1]), dtype=np.float32)
+            w *= np.float32(1.0 / np.sqrt(self.shape[1]))
+        return w, (self._draw_mask(b, cm) if with_mask else None)
+
+    def _map_blocks(self, fn, blocks):
+        blocks = [int(b) for b in blocks]
+        if len(blocks) <= 1 or _threads() == 1:
+            return [fn(b) for b in blocks]
+        with ThreadPoolExecutor(max_workers=min(_threads(), len(blocks))) as pool:  # numpy drawing releases the GIL
+            return list(pool.map(fn, blocks))
+
+    # ------------------------------------------------------------------------------------------------ access
+    @property
+    def bias(self) -> np.ndarray:
+        if self._bias is None:
+            rng = np.random.default_rng(np.random.SeedSequence([self.seed, _BIAS_TAG, self.index]))
+            n_out, n_in = self.shape
+            if self.law == "uniform":
+                b = rng.random(n_out, dtype=np.float32) * np.float32(2.0) - np.float32(1.0)
+            else:
+                b = rng.standard_normal(n_out, dtype=np.float32) * np.float32(1.0 / np.sqrt(n_in))
+            self._bias = b.astype(np.float32)
+        return self._bias
+
+    def _materialize(self) -> None:
+        w = np.empty(self.shape, dtype=np.float32)
+        m = np.empty(self.shape, dtype=bool)
+
+        def fill(b):
+            r0, r1 = self._block_rows(b)
+            w[r0:r1], m[r0:r1] = self.block(b)
+
+        self._map_blocks(fill, range(self.n_blocks))
+        self._weights, self._mask = w, m
+
+    @property
+    def weights(self) -> np.ndarray:
+        """W as one float32 array (a drawn layer is materialized once and kept)."""
+        if self._weights is None:
+            self._materialize()
+        return self._weights
+
+    @property
+    def mask(self) -> np.ndarray:
+        """M as one bool array (a drawn layer is materialized once and kept)."""
+        if self._mask is None:
+            self._materialize()
+        return self._mask
+
+    @property
+    def materialized(self) -> bool:
+        return self._weights is not None
+
+    def take_rows(self, rows) -> tuple[np.ndarray, np.ndarray]:
+        """(W[rows], M[rows]) for integer row indices, drawing only the blocks that hold them."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if self._weights is not None:
+            return self._weights[rows], self._mask[rows]
+        w = np.empty((rows.size, self.shape[1]), dtype=np.float32)
+        m = np.empty((rows.size, self.shape[1]), dtype=bool)
+        blk = rows // self.rows_per_block
+
+        def fill(b):
+            where = np.nonzero(blk == b)[0]
+            bw, bm = self.block(b)
+            local = rows[where] - b * self.rows_per_block
+            w[where], m[where] = bw[local], bm[local]
+
+        self._map_blocks(fill, np.unique(blk))
+        return w, m
+
+    def gather(self, rows, cols, with_mask: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        """(W[rows, cols], M[rows, cols]) for equal-length index arrays, drawing only the blocks that hold them
+        (M is None, and no mask is drawn, unless ``with_mask``)."""
+        rows = np.asarray(rows, dtype=np.int64).ravel()
+        cols = np.asarray(cols, dtype=np.int64).ravel()
+        if self._weights is not None:
+            return self._weights[rows, cols], (self._mask[rows, cols] if with_mask else None)
+        w = np.empty(rows.size, dtype=np.float32)
+        m = np.empty(rows.size, dtype=bool) if with_mask else None
+        blk = rows // self.rows_per_block
+        order = np.argsort(blk, kind="stable")
+        uniq, starts = np.unique(blk[order], return_index=True)
+        ends = np.append(starts[1:], order.size)
+        spans = {int(b): (s, e) for b, s, e in zip(uniq, starts, ends)}
+
+        def fill(b):
+            s, e = spans[b]
+            where = order[s:e]
+            bw, bm = self.block(b, with_mask)
+            local = rows[where] - b * self.rows_per_block
+            w[where] = bw[local, cols[where]]
+            if with_mask:
+                m[where] = bm[local, cols[where]]
+
+        self._map_blocks(fill, uniq)
+        return w, m
+
+    def kept_count(self) -> int:
+        """|M| (number of kept weights); for a drawn layer only the masks of blocks not drawn yet are drawn."""
+        if self._mask is not None:
+            return int(np.count_nonzero(self._mask))
+        missing = [b for b in range(self.n_blocks) if b not in self._mask_counts]
+        self._map_blocks(lambda b: self._draw_mask(b, self._children(b)[1]), missing)
+        return int(sum(self._mask_counts[b] for b in range(self.n_blocks)))
+
+    @property
+    def params(self) -> int:
+        return self.shape[0] * self.shape[1]
+
+
 class Source:
-    """A materialized ER source: ``weights[t-1]``, ``biases[t-1]`` (float32), ``masks[t-1]`` (bool), t = 1..L_S."""
+    """An ER source: ``layers[t-1]`` (:class:`SourceLayer`), t = 1..L_S; ``weights``/``biases``/``masks`` are the
+    per-layer arrays (materializing drawn layers)."""
 
-    weights: tuple
-    biases: tuple
-    masks: tuple
-    densities: tuple
-    seed: int
-    law: str = "uniform"
+    def __init__(self, layers, seed: int, law: str = "uniform"):
+        self.layers = tuple(layers)
+        self.seed = int(seed)
+        self.law = law
+
+    @classmethod
+    def from_arrays(cls, weights, biases, masks, densities, seed: int, law: str = "uniform") -> "Source":
+        layers = [SourceLayer(w.shape[0], w.shape[1], d, law, arrays=(w, b, m))
+                  for w, b, m, d in zip(weights, biases, masks, densities)]
+        return cls(layers, seed, law)
+
+    @property
+    def weights(self) -> tuple:
+        return tuple(layer.weights for layer in self.layers)
+
+    @property
+    def biases(self) -> tuple:
+        return tuple(layer.bias for layer in self.layers)
+
+    @property
+    def masks(self) -> tuple:
+        return tuple(layer.mask for layer in self.layers)
+
+    @property
+    def densities(self) -> tuple:
+        return tuple(layer.density for layer in self.layers)
 
     @property
     def widths(self) -> tuple[int, ...]:
-        return (int(self.weights[0].shape[1]),) + tuple(int(w.shape[0]) for w in self.weights)
+        return (self.layers[0].shape[1],) + tuple(layer.shape[0] for layer in self.layers)
 
     @property
     def depth(self) -> int:
-        return len(self.weights)
+        return len(self.layers)
 
     @property
     def params(self) -> int:
         """Number of weights of the dense source (Σ n_{S,t}·n_{S,t−1})."""
-        return int(sum(w.size for w in self.weights))
+        return int(sum(layer.params for layer in self.layers))
 
     @property
     def kept_params(self) -> int:
         """Number of weights kept by the ER masks."""
-        return int(sum(int(np.count_nonzero(m)) for m in self.masks))
+        return int(sum(layer.kept_count() for layer in self.layers))
 
     def to_dict(self) -> dict:
         return {"widths": list(self.widths), "densities": list(self.densities), "seed": self.seed, "law": self.law,
                 "params": self.params, "er_kept_params": self.kept_params}
 
 
-def _layer(rng: np.random.Generator, n_out: int, n_in: int, density: float, law: str):
-    rows = max(1, _CHUNK // max(n_in, 1))
-    w = np.empty((n_out, n_in), dtype=np.float32)
-    m = np.empty((n_out, n_in), dtype=bool)
-    for r0 in range(0, n_out, rows):
-        r1 = min(n_out, r0 + rows)
-        if law == "uniform":
-            block = rng.random((r1 - r0, n_in), dtype=np.float32)
-            block *= 2.0
-            block -= 1.0
-        else:
-            block = rng.standard_normal((r1 - r0, n_in), dtype=np.float32)
-            block *= np.float32(1.0 / np.sqrt(n_in))
-        w[r0:r1] = block
-        if density >= 1.0:
-            m[r0:r1] = True
-        else:
-            m[r0:r1] = rng.random((r1 - r0, n_in)) < density
-    if law == "uniform":
-        b = (rng.random(n_out, dtype=np.float32) * 2.0 - 1.0).astype(np.float32)
-    else:
-        b = (rng.standard_normal(n_out, dtype=np.float32) * np.float32(1.0 / np.sqrt(n_in))).astype(np.float32)
-    return w, b, m
-
-
 def sample_source(widths, densities, seed: int, *, law: str = "uniform") -> Source:
-    """Draw a source with widths (n_{S,0}, …, n_{S,L_S}) and per-layer densities p_1..p_{L_S} (one value or one
-    per layer) from ``seed``. Same arguments → bit-identical arrays (one SeedSequence child per layer)."""
+    """The source with widths (n_{S,0}, …, n_{S,L_S}) and per-layer densities p_1..p_{L_S} (one value or one per
+    layer) drawn from ``seed`` (drawing scheme: module docstring). Nothing is drawn until it is used; same arguments
+    → bit-identical arrays."""
     widths = check_widths(widths, "source_widths")
     depth = len(widths) - 1
     dens = np.atleast_1d(check_densities(densities, "densities"))
@@ -90,11 +270,5 @@ def sample_source(widths, densities, seed: int, *, law: str = "uniform") -> Sour
         raise ValueError(f"densities has {dens.size} entries: allowed 1 or {depth} (one per source layer)")
     law = check_choice(law, "weight_law", WEIGHT_LAWS)
     seed = check_positive_int(seed, "seed", 0)
-    children = np.random.SeedSequence([seed, 0x5EED]).spawn(depth)
-    ws, bs, ms = [], [], []
-    for t in range(depth):
-        w, b, m = _layer(np.random.default_rng(children[t]), widths[t + 1], widths[t], float(dens[t]), law)
-        ws.append(w)
-        bs.append(b)
-        ms.append(m)
-    return Source(tuple(ws), tuple(bs), tuple(ms), tuple(float(d) for d in dens), seed, law)
+    layers = [SourceLayer(widths[t + 1], widths[t], float(dens[t]), law, seed=seed, index=t + 1) for t in range(depth)]
+    return Source(layers, seed, law)

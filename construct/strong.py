@@ -25,7 +25,7 @@ from theory.validation import check_choice, check_open_unit, check_positive_real
 
 __all__ = ["plan_strong", "build_strong_ticket", "DEFAULT_MAX_SOURCE_PARAMS"]
 
-DEFAULT_MAX_SOURCE_PARAMS = 400_000_000  # ≈ 2 GB of float32 weights + bool masks
+DEFAULT_MAX_SOURCE_PARAMS = 400_000_000  # 2L: ≈ 0.4 GB of ticket bools (drawn source); L+1: ≈ 2.4 GB materialized
 
 
 def plan_strong(target: Target, density, delta: float, *, eps=None, weight_eps=None, construction: str = "2l",

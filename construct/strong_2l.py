@@ -60,7 +60,6 @@ def build_2l(target: Target, source: Source, groups: dict, instance_eps, caps, *
     L = target.depth
     P = groups["P"]
     kept, bias_kept, roles = empty_selection(source, twol_source_widths(target, groups), "2L")
-    masks, W, Bs = source.masks, source.weights, source.biases
     norms = layer_input_norms(target, box)
     caps = caps or [{"weight": None, "bias": None}] * L
     reports = [None] * L
@@ -68,18 +67,18 @@ def build_2l(target: Target, source: Source, groups: dict, instance_eps, caps, *
     for t in tqdm(range(L, 0, -1), desc="2L ticket layers", total=L, disable=not sys.stderr.isatty()):
         eps_t = layer_tolerance(t, instance_eps, eps, target, norms, downstream)
         k, g0 = groups["k"][t - 1], groups["g0"][t - 1]
-        A, MA, BA = W[2 * t - 2], masks[2 * t - 2], Bs[2 * t - 2]  # intermediate layer 2t-1
-        V, MV = W[2 * t - 1], masks[2 * t - 1]  # target layer 2t
+        inter_layer = source.layers[2 * t - 2]  # intermediate layer 2t-1: only its "diagonal" entries are read
+        out_layer = source.layers[2 * t - 1]  # target layer 2t: read a few rows at a time
         nin = n[t - 1]
         rows = np.arange(n[t])
         roles[2 * t - 1].kind[:] = NEURON
         roles[2 * t - 1].layer[:] = t
         roles[2 * t - 1].index[:] = rows
-        ids = np.arange(nin)[:, None] * k + np.arange(k)[None, :]
-        cols = np.arange(nin)[:, None]
-        a = A[ids, cols].astype(np.float64)
-        usable = MA[ids, cols]
-        scale = np.zeros(V.shape[1])
+        ids = np.arange(nin)[:, None] * k + np.arange(k)[None, :]  # unit u = j·k + m, so ids.ravel()[u] = u
+        a32, usable = inter_layer.gather(ids.ravel(), np.repeat(np.arange(nin), k))
+        a = a32.astype(np.float64).reshape(nin, k)
+        usable = usable.reshape(nin, k)
+        scale = np.zeros(out_layer.shape[1])
         scale[: nin * k] = np.abs(a).ravel()
         grp, tj, ts = [], [], []
         for sign in ((1.0, -1.0) if t == 1 else (1.0,)):
@@ -92,15 +91,18 @@ def build_2l(target: Target, source: Source, groups: dict, instance_eps, caps, *
         grp = np.concatenate([np.pad(x, ((0, 0), (0, width - x.shape[1])), constant_values=-1) for x in grp])
         targets = target.weights[t - 1][:, np.concatenate(tj)] * np.concatenate(ts)[None, :] / P
         errs = []
-        e = solve_grouped(V, MV, rows, grp, scale, targets, eps_t / P, caps[t - 1]["weight"], kept[2 * t - 1])
+        chosen_l1 = np.zeros(n[t])
+        e = solve_grouped(out_layer, rows, grp, scale, targets, eps_t / P, caps[t - 1]["weight"], kept[2 * t - 1],
+                          chosen_l1)
         errs.append(e)
         bt = target.biases[t - 1]
         b0 = nin * k + np.arange(g0)
+        BA = inter_layer.bias
         if g0 and bt.any():
             beta = BA[b0].astype(np.float64)
             scale[b0] = np.maximum(beta, 0.0)
             bias_ids = _padded_parts(b0, beta > 0, P)
-            e = solve_grouped(V, MV, rows, bias_ids, scale, np.repeat(bt[:, None] / P, P, axis=1), eps_t / P,
+            e = solve_grouped(out_layer, rows, bias_ids, scale, np.repeat(bt[:, None] / P, P, axis=1), eps_t / P,
                               caps[t - 1]["bias"], kept[2 * t - 1])
             errs.append(e)
         used = kept[2 * t - 1].any(axis=0)
@@ -110,22 +112,20 @@ def build_2l(target: Target, source: Source, groups: dict, instance_eps, caps, *
         roles[2 * t - 2].kind[inter] = LIFT
         roles[2 * t - 2].layer[inter] = t - 1
         roles[2 * t - 2].index[inter] = j_of
-        roles[2 * t - 2].scale[inter] = A[inter, j_of].astype(np.float64)
+        roles[2 * t - 2].scale[inter] = a.ravel()[inter]
         bused = b0[used[b0]]
         bias_kept[2 * t - 2][bused] = True
         roles[2 * t - 2].kind[bused] = CONST
         roles[2 * t - 2].scale[bused] = BA[bused].astype(np.float64)
         amp = 0.0
         if t >= 2:
-            sub = kept[2 * t - 1][:, : nin * k]
-            amp = float(np.max((np.abs(np.where(sub, V[:, : nin * k], 0)).astype(np.float64)
-                                * scale[None, : nin * k]).sum(axis=1), initial=0.0))
+            amp = float(np.max(chosen_l1, initial=0.0))  # max_o Σ_{kept u < n·k} |v_ou|·|a_u|
             downstream *= max(amp, 1e-300)
         tol = eps_t / P
         reports[t - 1] = {"layer": t, "instances": int(sum(x.size for x in errs)),
                           "failures": int(sum(int(np.sum(x > tol)) for x in errs)),
                           "max_instance_error": float(max(x.max(initial=0.0) for x in errs)),
                           "instance_eps": eps_t, "amplification": amp}
-    prune_unused(kept, bias_kept, roles, 1, len(masks) - 1)
+    prune_unused(kept, bias_kept, roles, 1, source.depth - 1)
     ticket = Ticket(target, source, tuple(kept), tuple(bias_kept), tuple(roles), None, None, {})
     return ticket, reports

@@ -23,9 +23,10 @@ def empty_selection(source, expected_widths, layout: str):
     edges (bool, like the mask), the kept biases (bool) and the unit roles (all UNUSED)."""
     if source.widths != tuple(expected_widths):
         raise ValueError(f"source widths {source.widths} do not match the {layout} layout {tuple(expected_widths)}")
-    kept = [np.zeros(m.shape, dtype=bool) for m in source.masks]
-    bias_kept = [np.zeros(m.shape[0], dtype=bool) for m in source.masks]
-    roles = [Roles.empty(m.shape[0]) for m in source.masks]
+    shapes = [layer.shape for layer in source.layers]
+    kept = [np.zeros(shape, dtype=bool) for shape in shapes]
+    bias_kept = [np.zeros(shape[0], dtype=bool) for shape in shapes]
+    roles = [Roles.empty(shape[0]) for shape in shapes]
     return kept, bias_kept, roles
 
 
@@ -47,11 +48,13 @@ def compact_groups(ids: np.ndarray, select: np.ndarray) -> np.ndarray:
     return out
 
 
-def solve_grouped(weights: np.ndarray, mask: np.ndarray, rows: np.ndarray, groups: np.ndarray,
-                  scale: np.ndarray, targets: np.ndarray, eps: float, cap: int | None, kept: np.ndarray):
-    """Solve every (row r, group k) instance: candidates weights[rows[r], groups[k, :]]·scale[groups[k, :]],
-    available iff mask[rows[r], u] (and u ≠ −1), target targets[r, k], tolerance ``eps``. Marks the chosen edges in
-    ``kept`` (rows[r], u) and returns the errors (R, G)."""
+def solve_grouped(layer, rows: np.ndarray, groups: np.ndarray, scale: np.ndarray, targets: np.ndarray, eps: float,
+                  cap: int | None, kept: np.ndarray, chosen_l1: np.ndarray | None = None):
+    """Solve every (row r, group k) instance: candidates W[rows[r], groups[k, :]]·scale[groups[k, :]] of the source
+    layer ``layer`` (:class:`construct.source.SourceLayer`, whose rows are drawn a few at a time, never all at once),
+    available iff M[rows[r], u] (and u ≠ −1), target targets[r, k], tolerance ``eps``. Marks the chosen edges in
+    ``kept`` (rows[r], u), adds Σ |chosen candidate| of row r to ``chosen_l1[r]`` when given, and returns the
+    errors (R, G)."""
     R, G = targets.shape
     width = groups.shape[1]
     errors = np.zeros((R, G))
@@ -61,17 +64,22 @@ def solve_grouped(weights: np.ndarray, mask: np.ndarray, rows: np.ndarray, group
         return np.abs(targets)
     safe = np.where(groups >= 0, groups, 0)
     valid = groups >= 0
-    step = max(1, _MAX_ENTRIES // max(1, G * width))
+    # rows per step: bounded by the gathered candidates and by the drawn rows of the layer
+    step = max(1, min(_MAX_ENTRIES // max(1, G * width), _MAX_ENTRIES // max(1, layer.shape[1])))
     for r0 in range(0, R, step):
         rr = rows[r0:r0 + step]
-        w = weights[rr][:, safe].astype(np.float64) * scale[safe][None]  # (r, G, width)
-        av = mask[rr][:, safe] & valid[None]
+        w_rows, m_rows = layer.take_rows(rr)
+        w = w_rows[:, safe].astype(np.float64) * scale[safe][None]  # (r, G, width)
+        av = m_rows[:, safe] & valid[None]
+        del w_rows, m_rows
         t = targets[r0:r0 + step]
         m, e = solve_instances(w.reshape(-1, width), av.reshape(-1, width), t.reshape(-1), eps, cap)
         errors[r0:r0 + step] = e.reshape(t.shape)
         m = m.reshape(av.shape)
         ri, gi, ci = np.nonzero(m)
         kept[rr[ri], groups[gi, ci]] = True
+        if chosen_l1 is not None:
+            np.add.at(chosen_l1, r0 + ri, np.abs(w[ri, gi, ci]))
     return errors
 
 

@@ -113,7 +113,7 @@ def build_lplus1(target: Target, source: Source, groups: dict, instance_eps, cap
             width = max(x.shape[1] for x in grp)
             grp = np.concatenate([np.pad(x, ((0, 0), (0, width - x.shape[1])), constant_values=-1) for x in grp])
             targets = Wt[neuron][:, np.concatenate(tgt_j)] * np.concatenate(tgt_sign)[None, :] / P
-            e = solve_grouped(V, M, rows, grp, scale, targets, eps_t / P, caps[0]["weight"], kept[t])
+            e = solve_grouped(source.layers[t], rows, grp, scale, targets, eps_t / P, caps[0]["weight"], kept[t])
             errs.append((e, eps_t / P))
             b0 = n[0] * g + np.arange(g0)
             beta = Bs[0][b0].astype(np.float64)
@@ -122,12 +122,12 @@ def build_lplus1(target: Target, source: Source, groups: dict, instance_eps, cap
                 parts = [compact_groups(b0[None, q::P], (beta > 0)[None, q::P])[0] for q in range(P)]
                 wmax = max(p.size for p in parts)
                 bias_ids = np.stack([np.pad(p, (0, wmax - p.size), constant_values=-1) for p in parts])
-                e = solve_grouped(V, M, rows, bias_ids, scale, np.repeat(bt[neuron][:, None] / P, P, axis=1),
+                e = solve_grouped(source.layers[t], rows, bias_ids, scale, np.repeat(bt[neuron][:, None] / P, P, axis=1),
                                   eps_t / P, caps[0]["bias"], kept[t])
                 errs.append((e, eps_t / P))
             if const_rows.size:
                 one = compact_groups(b0[None, :], (beta > 0)[None, :])
-                e = solve_grouped(V, M, const_rows, one, scale, np.ones((const_rows.size, 1)), eps_t,
+                e = solve_grouped(source.layers[t], const_rows, one, scale, np.ones((const_rows.size, 1)), eps_t,
                                   caps[0]["const"], kept[t])
                 errs.append((e, eps_t))
             # lifting and bias-group units that are used keep their edge / bias
@@ -149,18 +149,18 @@ def build_lplus1(target: Target, source: Source, groups: dict, instance_eps, cap
             scale = np.ones(V.shape[1])
             grp = np.concatenate([copies[:, q::P] for q in range(P)])
             targets = np.tile(Wt[neuron] / P, (1, P))
-            e = solve_grouped(V, M, rows, grp, scale, targets, eps_t / P, caps[t - 1]["weight"], kept[t])
+            e = solve_grouped(source.layers[t], rows, grp, scale, targets, eps_t / P, caps[t - 1]["weight"], kept[t])
             errs.append((e, eps_t / P))
             cprev = r_prev * n[t - 1] + np.arange(c[t - 2])
             if cprev.size and bt.any():
                 parts = [cprev[q::P] for q in range(P)]
                 wmax = max(p.size for p in parts)
                 bias_ids = np.stack([np.pad(p, (0, wmax - p.size), constant_values=-1) for p in parts])
-                e = solve_grouped(V, M, rows, bias_ids, scale, np.repeat(bt[neuron][:, None] / P, P, axis=1),
+                e = solve_grouped(source.layers[t], rows, bias_ids, scale, np.repeat(bt[neuron][:, None] / P, P, axis=1),
                                   eps_t / P, caps[t - 1]["bias"], kept[t])
                 errs.append((e, eps_t / P))
             if const_rows.size and cprev.size:
-                e = solve_grouped(V, M, const_rows, cprev[None, :], scale, np.ones((const_rows.size, 1)), eps_t,
+                e = solve_grouped(source.layers[t], const_rows, cprev[None, :], scale, np.ones((const_rows.size, 1)), eps_t,
                                   caps[t - 1]["const"], kept[t])
                 errs.append((e, eps_t))
         failures = int(sum(int(np.sum(e > tl)) for e, tl in errs))

@@ -11,12 +11,16 @@ each row's available candidates (see its docstring for the precise guarantee). :
 (:mod:`construct.bench_solver`). :func:`smallest_sufficient_prefix` serves the N_SS calibration
 (``scripts/calibrate_nss.py``).
 
-numpy only (scipy for the MILP oracle); no global random state is used anywhere in this module.
+The solver has two backends with the same guarantee: ``"numba"`` (the default, a compiled per-row kernel in
+:mod:`construct.mitm_kernel`) and ``"numpy"`` (the batched reference implementation in this module).
+:func:`best_prefix_subsets` and :func:`smallest_sufficient_prefix` are numpy. scipy is used for the MILP oracle
+only; no global random state is used anywhere in this module.
 """
 from __future__ import annotations
 
 import functools
 import math
+import os
 from dataclasses import dataclass
 from typing import Optional
 
@@ -34,6 +38,8 @@ DEFAULT_GROWTH = 2  #: prefix growth per round for the rows still above ε (2 me
 DEFAULT_MAX_PREFIX = 40  #: largest prefix searched exactly (2 · 2^20 half-sums per row)
 DEFAULT_MAX_BYTES = 1 << 28  #: working-set budget per batch of rows (peak memory stays well below 1 GB)
 BRUTEFORCE_MAX_N = 14
+BACKENDS = ("auto", "numba", "numpy")  #: allowed ``backend`` values of :func:`solve_subset_sums_detailed`
+STOPS = ("first", "best")  #: allowed ``stop`` values: any subset within ε / the best subset of the searched prefix
 
 
 @dataclass(frozen=True)
@@ -241,14 +247,17 @@ def best_prefix_subsets(candidates, targets, max_bytes: int = DEFAULT_MAX_BYTES)
 # the batched solver
 
 
-def solve_subset_sums(candidates, targets, eps, available=None):
+def solve_subset_sums(candidates, targets, eps, available=None, *, stop: str = "first"):
     """Solve B masked subset-sum instances at once (MATH.md §6 "Subset-sum solving"); returns ``(mask, error)``.
 
     Following Gadhikar et al. 2023 / Burkholz (2022). Row r asks for S ⊆ {i : available[r, i]} with
     |Σ_{i∈S} candidates[r, i] − targets[r]| ≤ eps[r].
 
     Parameters: ``candidates`` (B, n) finite floats; ``targets`` (B,); ``eps`` scalar or (B,), > 0;
-    ``available`` (B, n) bool or None (= all available; masked-out candidates are never chosen).
+    ``available`` (B, n) bool or None (= all available; masked-out candidates are never chosen); ``stop``:
+    ``"first"`` (default) — a solved row may take any subset within eps (the compiled kernel stops at the first
+    one it meets), or ``"best"`` — a solved row takes the best subset of the prefix searched in its last round
+    (smaller errors, at some extra time; the ticket constructions use it).
 
     Returns ``mask`` (B, n) bool with mask ⊆ available, and ``error`` (B,) = |Σ_i candidates·mask − target|,
     recomputed from the chosen candidates (not taken from the search).
@@ -265,10 +274,13 @@ def solve_subset_sums(candidates, targets, eps, available=None):
 
     Algorithm: exact meet-in-the-middle on the prefix of the first m available candidates of each row (column
     order), m_0 = ⌈log2(1/ε)⌉ + 2 (MATH.md suggests ≈ +6; +2 measured 1.5–2x faster), grown by 2 for the rows
-    still above ε until ε is met or every available candidate is used; rows with equal m are batched (bit-matrix enumeration of the 2^{m/2} half-sums, per-row
-    sorts, one linear merge per row for the cross-half nearest search) in chunks of bounded memory.
+    still above ε until ε is met or every available candidate is used. Runs on the default backend of
+    :func:`solve_subset_sums_detailed` (the compiled numba kernel of :mod:`construct.mitm_kernel`: per row, sorted
+    half-sums built by merging, two-pointer nearest-pair walks that stop at the first pair within ε; rows in
+    parallel). The first call in a fresh environment compiles the kernel (≈ 8 s); the compiled code is cached on
+    disk, so later processes load it in a fraction of a second.
     """
-    sol = solve_subset_sums_detailed(candidates, targets, eps, available)
+    sol = solve_subset_sums_detailed(candidates, targets, eps, available, stop=stop)
     return sol.mask, sol.error
 
 
@@ -282,27 +294,59 @@ def solve_subset_sums_detailed(
     growth: int = DEFAULT_GROWTH,
     max_prefix: int = DEFAULT_MAX_PREFIX,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    backend: str = "auto",
+    threads: Optional[int] = None,
+    stop: str = "first",
 ) -> SubsetSumSolution:
     """:func:`solve_subset_sums` with the per-row status and prefix length, and the tuning knobs exposed.
 
     ``margin``: m_0 = ⌈log2(1/ε)⌉ + margin; ``growth``: prefix increment per round; ``max_prefix``: largest exact
-    search (rows needing more are STATUS_UNRESOLVED); ``max_bytes``: working-set budget per batch of rows.
+    search (rows needing more are STATUS_UNRESOLVED); ``max_bytes``: working-set budget per batch of rows of the
+    numpy backend (validated but unused by the numba backend, whose work arrays take ≈ 4 · 2^{⌈m/2⌉} doubles per
+    thread, 32 MB at m = 40).
+
+    ``backend``: ``"numba"`` (compiled kernel, :mod:`construct.mitm_kernel`), ``"numpy"`` (the batched reference
+    implementation below) or ``"auto"`` (= ``"numba"``). Both give the guarantee of :func:`solve_subset_sums` with
+    the same m_0, growth and cap, hence the same status and prefix length per row (barring ties within a few ulps
+    of ε); with ``stop="first"`` a solved row's subset may differ (numba stops at the first subset within ε, numpy
+    always takes the best of the prefix), with ``stop="best"`` both take the best subset of the same final prefix
+    (the same error up to a few ulps; the subset may differ only between equally good ones), and an unsolved
+    row's error agrees to a few ulps of Σ|c| (both are the exact optimum over the same
+    prefix). ``threads`` (numba backend; default: the CPUs this process may use) Python threads share the rows in
+    chunks of 256 (a batch of at most 256 rows runs on one); the results do not depend on it. The numba kernel
+    is compiled on its first call in a fresh environment (≈ 8 s) and loaded from numba's on-disk cache afterwards
+    (≈ 0.1 s, plus ≈ 0.6 s to import numba).
     """
+    if not (isinstance(backend, str) and backend in BACKENDS):
+        raise ValueError(f"backend={backend!r} is not allowed: allowed {', '.join(map(repr, BACKENDS))}")
+    if not (isinstance(stop, str) and stop in STOPS):
+        raise ValueError(f"stop={stop!r} is not allowed: allowed {', '.join(map(repr, STOPS))}")
     cand = _as_candidates(candidates)
     rows, n = cand.shape
     z = _as_rows(targets, rows, "targets", positive=False)
     tol = _as_rows(eps, rows, "eps", positive=True)
-    avail = _as_available(available, cand.shape)
+    avail = None if backend != "numpy" and available is None else _as_available(available, cand.shape)
     margin = _check_int(margin, "margin", 0)
     growth = _check_int(growth, "growth", 1)
     max_prefix = _check_int(max_prefix, "max_prefix", 1)
     max_bytes = _check_int(max_bytes, "max_bytes", 1)
+    threads = _available_cpus() if threads is None else _check_int(threads, "threads", 1)
+
+    if rows == 0:
+        return SubsetSumSolution(np.zeros((0, n), dtype=bool), np.zeros(0), np.zeros(0, dtype=np.int8),
+                                 np.zeros(0, dtype=np.int64))
+    # m_0 = ⌈log2(1/ε)⌉ + margin, capped at n (a prefix never exceeds n: the cap changes nothing, but keeps m_0 an
+    # int64 for huge margins and for subnormal ε, where 1/ε overflows and log2(1/ε) is taken as −log2(ε))
+    with np.errstate(over="ignore"):
+        bits = np.log2(1.0 / tol)
+    bits = np.where(np.isfinite(bits), bits, -np.log2(tol))
+    m0 = np.minimum(np.maximum(np.ceil(bits), 0), n).astype(np.int64) + min(margin, n)
+    if backend != "numpy":
+        return _solve_numba(cand, z, tol, avail, m0, growth, max_prefix, threads, stop == "first")
 
     mask = np.zeros((rows, n), dtype=bool)
     status = np.full(rows, -1, dtype=np.int8)
     prefix = np.zeros(rows, dtype=np.int64)
-    if rows == 0:
-        return SubsetSumSolution(mask, np.zeros(0), status, prefix)
 
     n_avail = avail.sum(axis=1)
     c_avail = cand if avail.all() else np.where(avail, cand, 0.0)
@@ -325,7 +369,6 @@ def solve_subset_sums_detailed(
     else:
         order = np.argsort(~avail, axis=1, kind="stable")
         gathered = np.take_along_axis(cand, order, axis=1)
-    m0 = np.maximum(np.ceil(np.log2(1.0 / tol)), 0).astype(np.int64) + margin
     current = np.minimum(np.minimum(m0, n_avail), max_prefix)
     active = status < 0
     while np.any(active):
@@ -356,6 +399,32 @@ def solve_subset_sums_detailed(
         current[grow] = np.minimum(np.minimum(current[grow] + growth, n_avail[grow]), max_prefix)
         active = status < 0
 
+    return SubsetSumSolution(mask, error, status, prefix)
+
+
+def _available_cpus() -> int:
+    """CPUs this process may run on (the default number of solver threads)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _kernel_array(arr: np.ndarray) -> np.ndarray:
+    """C-contiguous, aligned and writeable (a copy only when needed): the one array layout the kernel is compiled
+    for, so that no input layout triggers another compilation."""
+    return np.require(arr, requirements=("C", "A", "W"))
+
+
+def _solve_numba(cand, z, tol, avail, m0, growth, max_prefix, threads, early_stop) -> SubsetSumSolution:
+    """The numba backend of :func:`solve_subset_sums_detailed` on validated inputs (``avail`` None = all)."""
+    from construct.mitm_kernel import solve_all
+
+    n = cand.shape[1]
+    # a prefix never exceeds n, so capping growth and max_prefix at n changes nothing (and keeps them int64)
+    mask, error, status, prefix = solve_all(
+        _kernel_array(cand), _kernel_array(z), _kernel_array(tol), None if avail is None else _kernel_array(avail),
+        m0, min(growth, max(n, 1)), min(max_prefix, max(n, 1)), threads, early_stop)
     return SubsetSumSolution(mask, error, status, prefix)
 
 

@@ -81,9 +81,13 @@ def effective_layer(ticket: Ticket, t: int):
     """(W_t ⊙ S_t as a float64 CSR matrix, b_t ⊙ bias_t as float64) for source layer t (1-based)."""
     s = ticket.kept[t - 1]
     rows, cols = np.nonzero(s)
-    w = ticket.weak_weights[t - 1] if ticket.is_weak else ticket.source.weights[t - 1]
-    b = ticket.weak_biases[t - 1] if ticket.is_weak else ticket.source.biases[t - 1]
-    vals = np.asarray(w[rows, cols], dtype=np.float64)
+    if ticket.is_weak:
+        vals = np.asarray(ticket.weak_weights[t - 1][rows, cols], dtype=np.float64)
+        b = ticket.weak_biases[t - 1]
+    else:  # gathered block by block: a drawn source layer is never materialized here
+        layer = ticket.source.layers[t - 1]
+        vals = layer.gather(rows, cols, with_mask=False)[0].astype(np.float64)
+        b = layer.bias
     mat = sp.csr_matrix((vals, (rows, cols)), shape=s.shape)
     bias = np.where(ticket.bias_kept[t - 1], np.asarray(b, dtype=np.float64), 0.0)
     return mat, bias
@@ -242,8 +246,8 @@ def load_ticket(path) -> Ticket:
     if prev != target.widths[-1]:
         raise ValueError(f"{path}: the source has {prev} outputs but the target has {target.widths[-1]}: allowed equal")
     dens = meta.get("source_densities", [1.0] * len(sw))
-    source = Source(tuple(sw), tuple(sb), tuple(sm), tuple(float(d) for d in dens), int(meta.get("source_seed", 0)),
-                    str(meta.get("weight_law", "uniform")))
+    source = Source.from_arrays(sw, sb, sm, [float(d) for d in dens], int(meta.get("source_seed", 0)),
+                                str(meta.get("weight_law", "uniform")))
     ticket = Ticket(target, source, tuple(ss), tuple(sbias), tuple(roles),
                     tuple(ww) if weak else None, tuple(wb) if weak else None, meta)
     from construct.certificate import check_roles  # validation of roles needs the target's widths

@@ -127,3 +127,19 @@ def test_verify_detects_wrong_stored_certificate(tmp_path, tickets):
     assert not res.certificate_matches and not res.valid
     r = _cli("verify", str(path))
     assert r.returncode == 1 and "INVALID" in r.stdout
+
+
+def test_ticket_bench_small_target_drawn_source():
+    """The bench's ticket part on a small target: the drawn (never materialized) source gives a successful 2L
+    ticket whose numbers match a direct build with the same seed, and the report formats."""
+    from construct.bench_ticket import format_bench, run_ticket_bench
+
+    bench = run_ticket_bench(0.3, widths=(6, 5, 2), weight_eps=0.05)
+    ticket, rep = build_strong_ticket(random_target((6, 5, 2), 0), 0.5, 0.1, 0, weight_eps=0.05,
+                                      construction="2l", width_multiplier=0.3, samples=256)
+    assert bench.success and bench.failures == 0 == rep.failures
+    assert bench.source_params == rep.source_params < bench.theory_source_params
+    assert bench.certificate == rep.certificate and bench.sampled_error == rep.sampled_error <= rep.certificate
+    assert not any(layer.materialized for layer in ticket.source.layers)
+    text = format_bench({"solver": None, "ticket": bench.to_dict()})
+    assert "6-5-2" in text and "0 failed" in text

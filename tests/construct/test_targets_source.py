@@ -75,3 +75,33 @@ def test_source_deterministic_and_bernoulli():
         sample_source((3, 4), [1.5], 0)
     with pytest.raises(ValueError, match="densities"):
         sample_source((3, 4, 5), [0.5, 0.5, 0.5], 0)
+
+
+def test_drawn_blocks_equal_the_materialized_layer(monkeypatch):
+    """take_rows / gather / kept_count of a drawn layer (several blocks) equal the materialized arrays, with one
+    thread or several; the block scheme keeps masks independent of weights (Bernoulli per entry)."""
+    import construct.source as source_mod
+
+    shape = (3000, 2000)  # 2^22 // 2000 = 2097 rows per block: two blocks
+    full = sample_source((shape[1], shape[0]), [0.4], 11).layers[0]
+    assert full.n_blocks == 2
+    W, M = full.weights, full.mask
+    rng = np.random.default_rng(0)
+    rows = rng.integers(0, shape[0], 500)
+    cols = rng.integers(0, shape[1], 500)
+    for threads in (1, 2):
+        monkeypatch.setattr(source_mod, "_threads", lambda: threads)
+        lazy = sample_source((shape[1], shape[0]), [0.4], 11).layers[0]
+        w, m = lazy.gather(rows, cols)
+        assert np.array_equal(w, W[rows, cols]) and np.array_equal(m, M[rows, cols])
+        w_only, none = lazy.gather(rows[::-1], cols[::-1], with_mask=False)
+        assert none is None and np.array_equal(w_only, W[rows[::-1], cols[::-1]])
+        pick = np.array([2999, 0, 2096, 2097, 5])
+        w, m = lazy.take_rows(pick)
+        assert np.array_equal(w, W[pick]) and np.array_equal(m, M[pick])
+        assert not lazy.materialized
+        assert lazy.kept_count() == int(M.sum())
+        assert np.array_equal(lazy.bias, full.bias)
+    assert binomtest(int(M.sum()), M.size, 0.4).pvalue > 1e-3
+    # a mask entry does not depend on its weight: P(M = 1 | W < 0) is still 0.4
+    assert binomtest(int(M[W < 0].sum()), int((W < 0).sum()), 0.4).pvalue > 1e-3

@@ -15,11 +15,11 @@ source of 2·10^9 weights in a few GB. Materializing (:attr:`SourceLayer.weights
 """
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from construct.cpus import available_cpus as _threads  # module attribute: tests set it
 from theory.validation import check_choice, check_densities, check_positive_int, check_widths
 
 __all__ = ["Source", "SourceLayer", "sample_source", "WEIGHT_LAWS"]
@@ -27,13 +27,6 @@ __all__ = ["Source", "SourceLayer", "sample_source", "WEIGHT_LAWS"]
 WEIGHT_LAWS = ("uniform", "normal")
 _BLOCK_ENTRIES = 1 << 22  # entries per block; fixed so that the numbers depend only on (seed, shapes, densities)
 _WEIGHT_TAG, _BIAS_TAG = 0x5EED, 0xB1A5
-
-
-def _threads() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 class SourceLayer:

@@ -79,7 +79,7 @@ def solve_grouped(layer, rows: np.ndarray, groups: np.ndarray, scale: np.ndarray
         ri, gi, ci = np.nonzero(m)
         kept[rr[ri], groups[gi, ci]] = True
         if chosen_l1 is not None:
-            np.add.at(chosen_l1, r0 + ri, np.abs(w[ri, gi, ci]))
+            chosen_l1[r0:r0 + rr.size] += np.bincount(ri, weights=np.abs(w[ri, gi, ci]), minlength=rr.size)
     return errors
 
 

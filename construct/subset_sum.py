@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
+
+from construct.cpus import available_cpus
 
 #: Status codes of :class:`SubsetSumSolution.status`.
 STATUS_SOLVED = 0  #: error ≤ ε
@@ -330,7 +331,7 @@ def solve_subset_sums_detailed(
     growth = _check_int(growth, "growth", 1)
     max_prefix = _check_int(max_prefix, "max_prefix", 1)
     max_bytes = _check_int(max_bytes, "max_bytes", 1)
-    threads = _available_cpus() if threads is None else _check_int(threads, "threads", 1)
+    threads = available_cpus() if threads is None else _check_int(threads, "threads", 1)
 
     if rows == 0:
         return SubsetSumSolution(np.zeros((0, n), dtype=bool), np.zeros(0), np.zeros(0, dtype=np.int8),
@@ -400,14 +401,6 @@ def solve_subset_sums_detailed(
         active = status < 0
 
     return SubsetSumSolution(mask, error, status, prefix)
-
-
-def _available_cpus() -> int:
-    """CPUs this process may run on (the default number of solver threads)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def _kernel_array(arr: np.ndarray) -> np.ndarray:

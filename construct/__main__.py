@@ -19,6 +19,14 @@ def _densities(text: str):
     return vals[0] if len(vals) == 1 else vals
 
 
+def _bound_args(p):
+    p.add_argument("--bound-seconds", type=float, default=10.0,
+                   help="time budget of the exact maximum of |ticket - target| by MILP, in seconds (default 10; "
+                        "0 skips the MILP; the other bounds and the attack are always computed)")
+    p.add_argument("--no-bounds", dest="bounds", action="store_false",
+                   help="do not compute the error interval [attacked error, best certified bound]")
+
+
 def _common(p):
     p.add_argument("--target", required=True,
                    help="random:W0,W1,...,WL (seeded random target), digits (64-16-10 MLP trained on sklearn digits), "
@@ -57,6 +65,7 @@ def build_parser() -> ArgumentParser:
     s = sub.add_parser("strong", help="build a strong ticket (pruning only)",
                        description="Build a strong ticket (MATH.md §6) inside a seeded ER source of theory's widths.")
     _common(s)
+    _bound_args(s)
     tol = s.add_mutually_exclusive_group(required=True)
     tol.add_argument("--eps", type=float,
                      help="certified sup-error of the whole network in (0, 1): a-priori split over layers (§6)")
@@ -71,11 +80,19 @@ def build_parser() -> ArgumentParser:
     w = sub.add_parser("weak", help="build a weak ticket (weights set on a sub-mask)",
                        description="Build a weak ticket (MATH.md §4): exact representation inside an ER source.")
     _common(w)
-    v = sub.add_parser("verify", help="check a ticket file from its arrays alone",
-                       description="Reload a ticket .npz, check it is a sub-mask of its ER mask, recompute the forward "
-                                   "pass and certificate, and print the verdict (exit 0 iff valid, 1 otherwise).")
+    _bound_args(w)
+    v = sub.add_parser("verify", help="check a ticket file, trusting nothing in it",
+                       description="Reload a ticket .npz, regenerate its source from the stored seed, widths, densities "
+                                   "and weight law and compare it with the stored arrays (the blocks the ticket uses), "
+                                   "check every meta claim, recompute the certificate, the sampled error and the error "
+                                   "interval [attacked error, best certified bound]. Exit 0 iff VALID, 1 if INVALID "
+                                   "(with the reasons), 2 for a malformed file.")
     v.add_argument("path", help="ticket .npz file")
     v.add_argument("--samples", type=int, default=2048, help="random inputs for the sampled error (default 2048)")
+    v.add_argument("--all-blocks", action="store_true",
+                   help="compare every block of the source with the regenerated one, not only the blocks that hold "
+                        "a kept edge or bias")
+    _bound_args(v)
     v.add_argument("--json", action="store_true", help="print one JSON document")
     c = sub.add_parser("check", help="the constructive approximation checks (exit 0 iff every claim holds)",
                        description="Battery over targets (random, sparse, trained on digits), densities 1 ... 0.05 and "
@@ -128,23 +145,36 @@ def _scheme_densities(target, density, args, construction, box):
 
 
 def _print_ticket(report, out):
-    d = report.to_dict()
-    print(f"{report.construction} ticket of {report.target['name']} (widths {report.target['widths']}), "
-          f"densities {[round(x, 4) for x in report.densities]}, delta {report.delta}, seed {report.seed}")
-    print(f"  source widths {d['widths']['source_widths']}: {report.source_params:,} weights "
-          f"({report.er_kept_params:,} kept by the ER masks); ticket keeps {report.ticket_params:,} "
-          f"(target has {report.target_params:,})")
-    print(f"  {'layer':>5} {'instances':>10} {'failures':>9} {'max inst err':>13} {'inst eps':>10} "
-          f"{'cert contrib':>13} {'amplif':>9}")
-    for l in report.layers:
-        print(f"  {l.layer:>5} {l.instances:>10} {l.failures:>9} {l.max_instance_error:>13.3e} {l.instance_eps:>10.3e} "
-              f"{l.certificate_contribution:>13.3e} {l.amplification:>9.3g}")
-    eps = "" if report.eps is None else f" (a-priori eps {report.eps})"
-    corner = "" if report.corner_error is None else f", corner error {report.corner_error:.3e}"
-    print(f"  success {report.success} ({report.failures} failed instances); certificate {report.certificate:.3e}{eps}; "
-          f"sampled error {report.sampled_error:.3e}{corner}; {report.seconds:.2f} s")
+    print(report)
     if out:
         print(f"  written to {out}")
+
+
+def _bound_seconds(args) -> float:
+    if not (args.bound_seconds >= 0 and args.bound_seconds < 1e6):
+        raise ValueError(f"bound-seconds={args.bound_seconds}: allowed a number of seconds in [0, 1e6)")
+    return float(args.bound_seconds)
+
+
+def format_verify(res) -> str:
+    """The verdict of ``verify`` as text."""
+    from construct.report import interval_text
+
+    lines = [f"{res.path}: {res.kind} ticket ({res.construction}), {res.kept_params:,} kept weights",
+             f"  source regenerated from its seed: {res.blocks_compared} of {res.blocks_total} blocks compared, "
+             f"equal to the stored arrays: {res.source_matches}; ticket is a sub-mask of the seeded ER mask: "
+             f"{res.submask}",
+             f"  certificate {res.certificate:.3e} (stored {res.stored_certificate}; matches {res.certificate_matches}); "
+             f"sampled error {res.sampled_error:.3e}"
+             + ("" if res.corner_error is None else f", corner error {res.corner_error:.3e}")
+             + f" <= certificate: {res.sampled_within_certificate}"
+             + ("" if res.eps is None else f"; certificate <= eps {res.eps}: {res.certificate_within_eps}")]
+    if res.interval is not None:
+        lines.append("  " + interval_text(res.interval))
+    for reason in res.reasons:
+        lines.append(f"  INVALID: {reason}")
+    lines.append(f"  verdict: {'VALID' if res.valid else 'INVALID'}")
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
@@ -165,6 +195,13 @@ def main(argv=None) -> int:
             ticket, report = build_weak_ticket(target, density, args.delta, args.seed, box=box,
                                                width_multiplier=args.width_multiplier, law=args.weight_law,
                                                samples=args.samples)
+        if args.bounds:
+            import dataclasses
+
+            from construct.error_interval import error_interval
+
+            iv = error_interval(ticket, box, report.certificate, seed=args.seed, seconds=_bound_seconds(args))
+            report = dataclasses.replace(report, interval=iv.to_dict())
         if args.out:
             from construct.ticket import save_ticket
 
@@ -177,18 +214,9 @@ def main(argv=None) -> int:
     if args.command == "verify":
         from construct.verify import verify_ticket
 
-        res = verify_ticket(args.path, samples=check_positive_int(args.samples, "samples"))
-        if args.json:
-            print(dumps(res))
-        else:
-            print(f"{res.path}: {res.kind} ticket ({res.construction}), {res.kept_params:,} kept weights, sub-mask of the "
-                  f"ER mask: {res.submask}")
-            print(f"  certificate {res.certificate:.3e} (stored {res.stored_certificate}; matches {res.certificate_matches}); "
-                  f"sampled error {res.sampled_error:.3e}"
-                  + ("" if res.corner_error is None else f", corner error {res.corner_error:.3e}")
-                  + f" <= certificate: {res.sampled_within_certificate}"
-                  + ("" if res.eps is None else f"; certificate <= eps {res.eps}: {res.certificate_within_eps}"))
-            print(f"  verdict: {'VALID' if res.valid else 'INVALID'}")
+        res = verify_ticket(args.path, samples=check_positive_int(args.samples, "samples"), all_blocks=args.all_blocks,
+                            bounds=args.bounds, bound_seconds=_bound_seconds(args))
+        print(dumps(res) if args.json else format_verify(res))
         return 0 if res.valid else 1
     if args.command == "check":
         from construct.check import format_table, run_check

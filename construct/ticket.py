@@ -176,8 +176,10 @@ def _read_arrays(data, path):
         raise ValueError(f"{path}: missing key meta: not a valid ticket file")
     try:
         meta = json.loads(str(data["meta"][()]))
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, IndexError):
         raise ValueError(f"{path}: meta is not a JSON string") from None
+    except RecursionError:
+        raise ValueError(f"{path}: meta is JSON nested too deeply: allowed a flat JSON object") from None
     if not isinstance(meta, dict):
         raise ValueError(f"{path}: meta is not a JSON object")
     tw, tb = [], []
@@ -226,6 +228,57 @@ def _read_arrays(data, path):
     return meta, target, weak, sw, sb, sm, ss, sbias, roles, ww, wb, prev
 
 
+def _is_number(value) -> bool:
+    """A JSON number that converts to float64 (bools and integers beyond float range are not)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return isinstance(value, float) or abs(value) < 2 ** 1023
+
+
+_NUMBER_OR_NULL = ("certificate", "eps", "weight_eps", "delta")
+_STRINGS = ("kind", "construction", "weight_law", "target")
+
+
+def check_meta_types(meta: dict, path, source_depth: int) -> None:
+    """Raise a one-line ValueError when a meta entry that ``load_ticket``/``verify`` read has the wrong JSON type
+    (a malformed file). Values of the right type but outside what is allowed (a density 2.0, an unknown weight law, a
+    box of three numbers, an infinite certificate) are *claims* that :func:`construct.verify.verify_ticket` reports
+    as INVALID, not type errors."""
+    for key in _NUMBER_OR_NULL:
+        if key in meta and meta[key] is not None and not _is_number(meta[key]):
+            raise ValueError(f"{path}: meta {key}={_short(meta[key])} has type {type(meta[key]).__name__}: "
+                             "allowed a number or null")
+    for key in _STRINGS:
+        if key in meta and not isinstance(meta[key], str):
+            raise ValueError(f"{path}: meta {key}={_short(meta[key])} has type {type(meta[key]).__name__}: "
+                             "allowed a string")
+    if "source_seed" in meta:
+        seed = meta["source_seed"]
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise ValueError(f"{path}: meta source_seed={_short(seed)} has type {type(seed).__name__}: "
+                             "allowed an integer")
+        if seed.bit_length() > 128:
+            raise ValueError(f"{path}: meta source_seed has {seed.bit_length()} bits: allowed an integer below 2^128")
+    if "box" in meta:
+        box = meta["box"]
+        if not isinstance(box, list) or not all(_is_number(v) for v in box):
+            raise ValueError(f"{path}: meta box={_short(box)}: allowed a list of two numbers a < b")
+    if "source_densities" in meta:
+        dens = meta["source_densities"]
+        if not _is_number(dens):
+            if not isinstance(dens, list) or not all(_is_number(v) for v in dens):
+                raise ValueError(f"{path}: meta source_densities={_short(dens)}: allowed a list of numbers, one per "
+                                 "source layer")
+            if len(dens) != source_depth:
+                raise ValueError(f"{path}: meta source_densities has {len(dens)} entries: allowed {source_depth} "
+                                 "(one per source layer)")
+
+
+def _short(value) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def load_ticket(path) -> Ticket:
     """Read and validate a ticket npz (``allow_pickle=False``): keys, dtypes, shapes, S ⊆ M, roles in range.
 
@@ -245,9 +298,11 @@ def load_ticket(path) -> Ticket:
     meta, target, weak, sw, sb, sm, ss, sbias, roles, ww, wb, prev = return_value
     if prev != target.widths[-1]:
         raise ValueError(f"{path}: the source has {prev} outputs but the target has {target.widths[-1]}: allowed equal")
-    dens = meta.get("source_densities", [1.0] * len(sw))
-    source = Source.from_arrays(sw, sb, sm, [float(d) for d in dens], int(meta.get("source_seed", 0)),
-                                str(meta.get("weight_law", "uniform")))
+    check_meta_types(meta, path, len(sw))
+    dens = meta.get("source_densities", 1.0)
+    dens = [float(dens)] * len(sw) if _is_number(dens) else [float(d) for d in dens]
+    seed = meta.get("source_seed", 0)
+    source = Source.from_arrays(sw, sb, sm, dens, seed if seed >= 0 else 0, meta.get("weight_law", "uniform"))
     ticket = Ticket(target, source, tuple(ss), tuple(sbias), tuple(roles),
                     tuple(ww) if weak else None, tuple(wb) if weak else None, meta)
     from construct.certificate import check_roles  # validation of roles needs the target's widths

@@ -1,0 +1,91 @@
+"""Every ticket's sup-error E = max_{x∈X} ‖f_ticket(x) − f_T(x)‖_∞ as an interval [attacked error, best certified
+bound] (MATH.md §6).
+
+- attacked error (a value E is at least): :func:`construct.attack.attack_error`, sampling + corners + projected
+  gradient ascent, plus the MILP's maximizer when there is one, every point evaluated on the original ticket;
+- best certified bound: the smallest of the sound upper bounds
+  · the a-posteriori certificate (:mod:`construct.certificate`),
+  · the reduced certificate and the joint linear relaxation (:mod:`construct.relaxation`),
+  · the exact maximum by MILP (:mod:`construct.exact_bound`) when it finishes within the time budget, or HiGHS's
+    dual bound when it does not; the MILP number gets an allowance of 1e−8 + 1e−6·|value| for the solver's
+    tolerances.
+``consistent`` is False iff some upper bound is below the attacked error (beyond rounding): an unsound bound.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from construct.attack import attack_error
+from construct.exact_bound import exact_max_error
+from construct.relaxation import crown_max_error, reduced_certificate
+from construct.targets import target_forward
+from construct.ticket import Ticket, ticket_forward
+from construct.ticket_network import reduce_network, target_network, ticket_network
+
+__all__ = ["ErrorInterval", "error_interval", "MILP_MAX_BINARIES"]
+
+MILP_MAX_BINARIES = 2000
+
+
+@dataclass(frozen=True)
+class ErrorInterval:
+    attacked_error: float
+    best_bound: float
+    method: str               # which bound is the best: "exact (MILP)", "MILP dual bound", "reduced certificate", …
+    exact: bool               # the MILP finished: best_bound is the maximum (up to solver tolerances)
+    bounds: dict              # every upper bound computed, by name (None: not computed)
+    consistent: bool
+    seconds: float
+
+    @property
+    def ratio(self) -> float:
+        """best certified bound / attacked error (inf when the attack finds no error)."""
+        return self.best_bound / self.attacked_error if self.attacked_error > 0 else math.inf
+
+    def to_dict(self) -> dict:
+        return {"attacked_error": self.attacked_error, "best_bound": self.best_bound, "method": self.method,
+                "exact": self.exact, "ratio": self.ratio, "bounds": dict(self.bounds), "consistent": self.consistent,
+                "seconds": self.seconds}
+
+    def __str__(self) -> str:
+        return (f"[{self.attacked_error:.3e}, {self.best_bound:.3e}] ({self.method}; ratio "
+                f"{self.ratio:.3g})")
+
+
+def error_interval(ticket: Ticket, box, certificate: float, *, seed: int = 0, seconds: float = 10.0,
+                   layers=None, samples: int = 4096, max_binaries: int = MILP_MAX_BINARIES) -> ErrorInterval:
+    """[attacked error, best certified bound] of ``ticket`` over the box (module docstring). ``seconds``: time
+    budget of the MILP (0: skipped); programs with more than ``max_binaries`` binaries are skipped."""
+    t0 = time.perf_counter()
+    box = (float(box[0]), float(box[1]))
+    net = ticket_network(ticket, layers)
+    reduced, origins = reduce_network(net, with_origin=True)
+    tnet = target_network(ticket.target)
+    bounds = {"certificate": float(certificate)}
+    bounds["reduced certificate"] = reduced_certificate(ticket, box, (reduced, origins))
+    bounds["linear relaxation"] = crown_max_error(reduced, tnet, box)
+    milp = None
+    if seconds > 0:
+        milp = exact_max_error(reduced, tnet, box, time_limit=seconds, max_binaries=max_binaries)
+    if milp is not None and math.isfinite(milp.upper):
+        bounds["MILP"] = float(milp.upper) + 1e-8 + 1e-6 * abs(float(milp.upper))
+    else:
+        bounds["MILP"] = None
+
+    def exact_check(x):
+        return np.abs(ticket_forward(ticket, x, layers) - target_forward(ticket.target, x))
+
+    att = attack_error(reduced, tnet, box, seed=seed, samples=samples,
+                       extra_points=None if milp is None or milp.x is None else milp.x, exact_check=exact_check)
+    finite = {k: v for k, v in bounds.items() if v is not None and math.isfinite(v)}
+    name = min(finite, key=finite.get) if finite else "certificate"
+    best = finite.get(name, math.inf)
+    exact = bool(milp is not None and milp.exact)
+    method = ("exact (MILP)" if exact else "MILP dual bound") if name == "MILP" else name
+    slack = 1e-9 * (1.0 + att.error)
+    consistent = all(v >= att.error - slack for v in finite.values())
+    return ErrorInterval(att.error, best, method, exact, bounds, bool(consistent), time.perf_counter() - t0)

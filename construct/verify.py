@@ -169,8 +169,9 @@ def verify_ticket(path, *, samples: int = 2048, seed: int = 0, all_blocks: bool 
     box_ok = not any(r.startswith("meta box") for r in reasons)
     box = tuple(float(v) for v in ticket.meta["box"]) if box_ok else (-1.0, 1.0)
     layers = effective_layers(ticket)
-    cert = certify(ticket, box, layers).certificate
-    err = sampled_error(ticket, box, samples=samples, seed=seed, layers=layers)
+    with np.errstate(over="ignore", invalid="ignore"):  # a non-finite result is reported below, not warned about
+        cert = certify(ticket, box, layers).certificate
+        err = sampled_error(ticket, box, samples=samples, seed=seed, layers=layers)
     if not box_ok:
         reasons.append("the certificate cannot be re-derived without a valid box (computed on [-1, 1] for display)")
     if not math.isfinite(cert):

@@ -86,10 +86,13 @@ def test_cli_strong_json_and_verify(tmp_path):
              "--seed", "1", "--out", str(out), "--json")
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
-    for key in ("success", "certificate", "sampled_error", "source_params", "ticket_params", "widths", "failures", "seconds"):
+    for key in ("success", "certificate", "sampled_error", "source_params", "ticket_params", "widths", "failures", "seconds",
+                "interval"):
         assert key in doc
+    iv = doc["interval"]
+    assert iv["consistent"] and iv["attacked_error"] <= iv["best_bound"] <= doc["certificate"]
     v = _cli("verify", str(out))
-    assert v.returncode == 0 and "VALID" in v.stdout
+    assert v.returncode == 0 and "verdict: VALID" in v.stdout and "sup error in [" in v.stdout
 
 
 @pytest.mark.parametrize("args, fragment", [

@@ -190,6 +190,6 @@ def exact_max_error(ticket_net: Network, target_net: Network, box, *, time_limit
             if res.x is not None:
                 x = np.clip(res.x[:n0], float(box[0]), float(box[1]))
                 val = float(np.max(np.abs(ticket_net.forward(x[None]) - target_net.forward(x[None]))))
-                if val > lower:
+                if best_x is None or val > lower:
                     lower, best_x = val, x
     return ExactBound(lower, upper, exact, bld.binaries, programs, time.perf_counter() - t0, best_x)

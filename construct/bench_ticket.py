@@ -35,6 +35,7 @@ class TicketBench:
     seconds: float
     peak_traced_gb: float
     peak_rss_gb: float
+    interval: dict | None = None  # [attacked error, best certified bound] (construct.error_interval), not timed
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -46,7 +47,7 @@ def _params(widths) -> int:
 
 def run_ticket_bench(width_multiplier: float = 1.0, *, widths=(784, 300, 100, 10), density: float = 0.5,
                      weight_eps: float = 0.01, delta: float = 0.1, seed: int = 0,
-                     max_source_params: int = 4_000_000_000) -> TicketBench:
+                     max_source_params: int = 4_000_000_000, bound_seconds: float | None = 10.0) -> TicketBench:
     """Time :func:`construct.strong.build_strong_ticket` (2L, ``weight_eps``) including sampling the source, at
     theory's widths times ``width_multiplier`` (default 1: theory's widths)."""
     from construct.strong import build_strong_ticket, plan_strong
@@ -63,10 +64,15 @@ def run_ticket_bench(width_multiplier: float = 1.0, *, widths=(784, 300, 100, 10
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    interval = None
+    if bound_seconds is not None:  # after the timing: the error interval of the ticket (MILP budget bound_seconds)
+        from construct.error_interval import error_interval
+
+        interval = error_interval(ticket, (-1.0, 1.0), rep.certificate, seed=seed, seconds=bound_seconds).to_dict()
     return TicketBench(tuple(widths), density, weight_eps, theory, width_multiplier, rep.source_params,
                        tuple(rep.widths["source_widths"]), rep.success, rep.failures,
                        sum(l.instances for l in rep.layers), rep.certificate, rep.sampled_error, rep.ticket_params,
-                       seconds, peak / 1e9, rss / 1e9)
+                       seconds, peak / 1e9, rss / 1e9, interval)
 
 
 def run_bench(width_multiplier: float = 1.0, solver: bool = True, ticket: bool = True) -> dict:
@@ -99,4 +105,8 @@ def format_bench(result: dict) -> str:
     lines.append(f"  a-posteriori certificate {t['certificate']:.3g}, sampled error {t['sampled_error']:.3g}")
     lines.append(f"  {t['seconds']:.1f} s (source sampling, construction, certificate, sampled error); peak traced "
                  f"memory {t['peak_traced_gb']:.2f} GB, peak RSS {t['peak_rss_gb']:.2f} GB")
+    if t.get("interval") is not None:
+        from construct.report import interval_text
+
+        lines.append(f"  {interval_text(t['interval'])}; {t['interval']['seconds']:.1f} s")
     return "\n".join(lines)

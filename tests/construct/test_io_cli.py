@@ -144,5 +144,7 @@ def test_ticket_bench_small_target_drawn_source():
     assert bench.source_params == rep.source_params < bench.theory_source_params
     assert bench.certificate == rep.certificate and bench.sampled_error == rep.sampled_error <= rep.certificate
     assert not any(layer.materialized for layer in ticket.source.layers)
+    iv = bench.interval
+    assert iv["consistent"] and iv["attacked_error"] <= iv["best_bound"] <= bench.certificate
     text = format_bench({"solver": None, "ticket": bench.to_dict()})
-    assert "6-5-2" in text and "0 failed" in text
+    assert "6-5-2" in text and "0 failed" in text and "sup error in [" in text

@@ -51,7 +51,7 @@ def interval_bounds(target: Target, box=(-1.0, 1.0)):
 class _Quantities:
     """Index maps of the quantity space (const, raw inputs, r^±_{t,j}) and their bounds B_q."""
 
-    def __init__(self, target: Target, box):
+    def __init__(self, target: Target, box, target_bounds=None):
         widths = target.widths
         self.n0 = widths[0]
         self.L = target.depth
@@ -59,7 +59,7 @@ class _Quantities:
         self.offsets = np.concatenate([[0], np.cumsum([2 * n for n in widths[:-1]])]).astype(np.int64)
         self.size = int(self.base + self.offsets[-1])
         self.n_groups = int(1 + self.n0 + self.offsets[-1] // 2)
-        bounds = interval_bounds(target, box)
+        bounds = interval_bounds(target, box) if target_bounds is None else target_bounds
         self.bounds_layers = bounds
         B = np.zeros(self.size)
         B[0] = 1.0
@@ -182,10 +182,11 @@ class Certificate:
                 "layer_mismatch": list(self.layer_mismatch), "layer_amplification": list(self.layer_amplification)}
 
 
-def certify(ticket: Ticket, box=(-1.0, 1.0), layers=None) -> Certificate:
+def certify(ticket: Ticket, box=(-1.0, 1.0), layers=None, target_bounds=None) -> Certificate:
     """The a-posteriori certificate of MATH.md §6 for any ticket with roles (sound for any roles).
-    ``layers``: precomputed :func:`construct.ticket.effective_layers` (optional)."""
-    Q = _Quantities(ticket.target, box)
+    ``layers``: precomputed :func:`construct.ticket.effective_layers` (optional). ``target_bounds``: sound bounds
+    [(lo_t, hi_t)] of the target's x^{(t)}, t = 0..L, in the format of :func:`interval_bounds` (default: those)."""
+    Q = _Quantities(ticket.target, box, target_bounds)
     e_prev = np.zeros(Q.n0)
     q_prev, s_prev = Q.outputs(None, True)
     errs, mism, amps = [], [], []

@@ -60,15 +60,37 @@ def _reduced_roles(ticket: Ticket, origins) -> list:
     return roles
 
 
+def target_bounds(target, box):
+    """Bounds [(lo_t, hi_t)], t = 0..L, of the target's x^{(t)} over the box in the format of
+    :func:`construct.certificate.interval_bounds` (post-ReLU for 0 < t < L), from back-substitution intersected with
+    interval arithmetic (:func:`layer_bounds`), widened by 1e−9·(1 + |lo| + |hi|) against rounding."""
+    from construct.certificate import interval_bounds
+    from construct.ticket_network import target_network
+
+    ib = interval_bounds(target, box)
+    lb = layer_bounds(target_network(target), box)
+    if lb is None:
+        return ib
+    out = [ib[0]]
+    for t, (lo, hi) in enumerate(lb, start=1):
+        slack = 1e-9 * (1.0 + np.abs(lo) + np.abs(hi))
+        lo, hi = lo - slack, hi + slack
+        if t < target.depth:
+            lo, hi = np.maximum(lo, 0.0), np.maximum(hi, 0.0)
+        out.append((np.maximum(lo, ib[t][0]), np.minimum(hi, ib[t][1])))
+    return out
+
+
 def reduced_certificate(ticket: Ticket, box, reduced=None) -> float:
-    """The certificate of MATH.md §6 computed on the reduced ticket (module docstring, item 1)."""
+    """The certificate of MATH.md §6 computed on the reduced ticket (module docstring, item 1), with the target's
+    bounds B from back-substitution (:func:`target_bounds`) instead of interval arithmetic."""
     from construct.certificate import certify
 
     net, origins = reduced if reduced is not None else reduce_network(ticket_network(ticket), with_origin=True)
     roles = _reduced_roles(ticket, origins)
     layers = [(sp.csr_matrix(w), b) for w, b in net.layers]
     fake = Ticket(ticket.target, None, tuple(w for w, _ in net.layers), (), tuple(roles), None, None, {})
-    return certify(fake, box, layers).certificate
+    return certify(fake, box, layers, target_bounds(ticket.target, box)).certificate
 
 
 @dataclass

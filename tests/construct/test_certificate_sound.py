@@ -153,3 +153,47 @@ def test_interval_brackets_the_exact_maximum(small_tickets):
         iv = error_interval(ticket, box, cert, seconds=0)  # without the MILP
         assert iv.consistent and iv.attacked_error <= exact + tol <= iv.best_bound + 2 * tol
         assert iv.best_bound <= cert
+
+
+@pytest.mark.parametrize("box", BOXES)
+def test_back_substituted_target_bounds_contain_activations(box):
+    """The bounds B of the reduced certificate (back-substitution ∩ interval arithmetic) contain every sampled
+    activation and are inside the interval bounds."""
+    from construct.certificate import interval_bounds
+    from construct.relaxation import target_bounds
+
+    target = random_target((4, 6, 5, 2), 11, scale=2.0)
+    tb, ib = target_bounds(target, box), interval_bounds(target, box)
+    x = np.random.default_rng(1).uniform(box[0], box[1], (4000, 4))
+    h = x
+    for t, (w, b) in enumerate(zip(target.weights, target.biases), start=1):
+        h = h @ w.T + b
+        if t < target.depth:
+            h = np.maximum(h, 0.0)
+        assert np.all(h >= tb[t][0]) and np.all(h <= tb[t][1])
+        assert np.all(tb[t][0] >= ib[t][0]) and np.all(tb[t][1] <= ib[t][1])
+
+
+def test_reduction_is_exact_on_random_sparse_networks():
+    """Random networks whose units are mostly univariate (any sign, zero / positive / negative bias, dead units):
+    the reduced network computes the same function."""
+    import scipy.sparse as sp
+
+    from construct.ticket_network import Network
+
+    rng = np.random.default_rng(5)
+    for trial in range(20):
+        widths = [int(rng.integers(1, 5))] + [int(rng.integers(2, 30)) for _ in range(int(rng.integers(1, 5)))] + [2]
+        layers = []
+        for n_in, n_out in zip(widths[:-1], widths[1:]):
+            w = np.zeros((n_out, n_in))
+            for i in range(n_out):
+                k = int(rng.choice([0, 1, 1, 1, 2, n_in]))
+                cols = rng.choice(n_in, size=min(k, n_in), replace=False)
+                w[i, cols] = rng.uniform(-2, 2, cols.size)
+            b = rng.choice([0.0, 0.0, 0.5, -0.5], n_out) * rng.uniform(0, 1, n_out)
+            layers.append((sp.csr_matrix(w), b))
+        net = Network(tuple(layers))
+        red = reduce_network(net)
+        x = rng.uniform(-2, 1.5, (300, widths[0]))
+        np.testing.assert_allclose(red.forward(x), net.forward(x), rtol=1e-12, atol=1e-12)

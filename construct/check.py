@@ -195,7 +195,7 @@ def format_table(result: CheckResult) -> str:
     lines = [head, "-" * len(head)]
     for r in result.results:
         c = r.case
-        tol = f"eps={c.eps}" if c.eps is not None else f"w-eps={c.weight_eps}"
+        tol = "exact" if c.construction == "weak" else (f"eps={c.eps}" if c.eps is not None else f"w-eps={c.weight_eps}")
         name = c.target + ("" if c.target_density == 1.0 else f"@{c.target_density}")
         if not r.feasible:
             lines.append(f"{c.construction:>6} {name:>14} {c.density:>5} {tol:>11}  infeasible: {r.note}")

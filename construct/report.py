@@ -87,4 +87,6 @@ def interval_text(iv: dict) -> str:
     others = ", ".join(f"{k} {v:.3e}" for k, v in iv["bounds"].items() if v is not None)
     return (f"sup error in [{iv['attacked_error']:.3e}, {iv['best_bound']:.3e}] (attacked error, best certified bound: "
             f"{iv['method']}; ratio {iv['ratio']:.3g}); bounds: {others}"
-            + ("" if iv["consistent"] else "; INCONSISTENT: a bound is below the attacked error"))
+            + ("" if iv["consistent"] else "; INCONSISTENT: a bound is below the attacked error")
+            + ("; attacked > bound by floating-point rounding only (the bounds are exact-arithmetic)"
+               if iv["consistent"] and iv["attacked_error"] > iv["best_bound"] else ""))

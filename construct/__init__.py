@@ -1,7 +1,7 @@
 """construct: weak and strong lottery tickets of ReLU MLPs inside materialized, seeded ER sources, with error
 certificates (MATH.md §4–§6), following Gadhikar et al. 2023. See construct/README.md for the npz format and CLI.
 
-torch is imported only by :mod:`construct.export`, :mod:`construct.modules` and :mod:`construct.er_masks`, on first
+torch is imported only by :mod:`construct.export`, :mod:`construct.modules` and :mod:`construct.masking`, on first
 use of ``to_module``, ``to_torch``, ``read_module``, ``er_masks`` or a PyTorch target."""
 from construct.architecture import Architecture, Layer
 from construct.certificate import Certificate, certify, interval_bounds, sampled_error
@@ -20,7 +20,7 @@ def __getattr__(name):  # torch-based entry points, imported on first use (impor
 
         return getattr(export, name)
     if name in ("er_masks", "mask_table"):
-        from construct import er_masks as _er
+        from construct import masking as _er
 
         return getattr(_er, name)
     if name == "read_module":

@@ -11,7 +11,7 @@ Accepted modules (``call_module`` nodes): ``nn.Linear``; ``nn.Conv2d`` (dilation
 ``nn.BatchNorm2d`` with running statistics (read as its eval-mode affine map); ``nn.ReLU``; ``nn.Flatten``
 (start_dim 1); ``nn.MaxPool2d`` / ``nn.AvgPool2d`` (no ceil mode, no dilation/divisor override);
 ``nn.AdaptiveAvgPool2d(1)``; ``nn.Identity`` and ``nn.Dropout`` (identities in eval mode). Layers masked with
-:func:`construct.er_masks.er_masks` (parametrized) or ``experiments.masked`` (a ``mask`` buffer) are read with
+:func:`construct.er_masks` (parametrized) or ``experiments.masked`` (a ``mask`` buffer) are read with
 their masks applied. Functions: ``F.relu``/``torch.relu``/``.relu()``, ``torch.flatten``/``.flatten(1)``/
 ``.view(x.size(0), -1)``, ``F.max_pool2d``, ``F.avg_pool2d``, ``F.adaptive_avg_pool2d(x, 1)``, and ``+`` /
 ``torch.add`` of two tensors (a residual addition).

@@ -20,6 +20,7 @@ each layer's dense weight, so both layouts are checked against the memory budget
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 
@@ -170,7 +171,9 @@ def to_module(ticket: Ticket, dtype=None, compact: bool = True, *, device="cpu",
     KeptEntries = _kept_entries_class_cached()
     mods = []
     for t, (rows, cols, vals, bias, bkept, shape) in enumerate(layers, start=1):
-        lin = nn.Linear(shape[1], shape[0], bias=True, dtype=dtype, device=device)
+        with warnings.catch_warnings():  # a layer left with no unit (all outputs constant) has zero elements
+            warnings.filterwarnings("ignore", message="Initializing zero-element tensors is a no-op")
+            lin = nn.Linear(shape[1], shape[0], bias=True, dtype=dtype, device=device)
         order = np.argsort(rows * shape[1] + cols, kind="stable")
         flat = (rows * shape[1] + cols)[order]
         bidx = np.flatnonzero(bkept)

@@ -4,11 +4,14 @@ import io
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 import construct
 from construct import build_strong_ticket, build_weak_ticket, random_target, ticket_forward
-from construct.ticket import CONST
+from construct.source import Source
+from construct.ticket import CONST, Roles, Ticket
 
 
 @pytest.fixture(scope="module")
@@ -115,3 +118,35 @@ def test_bad_dtype_and_memory_budget_refused(small):
         small[0].to_module(torch.int64)
     with pytest.raises(ValueError, match="max_memory"):
         small[0].to_module(compact=False, max_memory=100)
+
+
+@st.composite
+def _random_tickets(draw):
+    """Any sub-mask of a small random source, including units with no kept input (constants, chains of them)."""
+    depth = draw(st.integers(1, 4))
+    widths = draw(st.lists(st.integers(1, 6), min_size=depth + 1, max_size=depth + 1))
+    seed = draw(st.integers(0, 2**31 - 1))
+    keep = draw(st.sampled_from([0.2, 0.5, 0.9]))
+    rng = np.random.default_rng(seed)
+    ws = [rng.uniform(-1, 1, (b, a)).astype(np.float32) for a, b in zip(widths[:-1], widths[1:])]
+    bs = [rng.uniform(-1, 1, b).astype(np.float32) for b in widths[1:]]
+    ms = [np.ones(w.shape, dtype=bool) for w in ws]
+    kept = tuple(rng.random(w.shape) < keep for w in ws)
+    bias_kept = tuple(rng.random(b.shape) < 0.7 for b in bs)
+    source = Source.from_arrays(ws, bs, ms, [1.0] * depth, seed)
+    target = random_target((widths[0], widths[-1]), 0)
+    return Ticket(target, source, kept, bias_kept, tuple(Roles.empty(w.shape[0]) for w in ws))
+
+
+@given(_random_tickets())
+@settings(max_examples=60, deadline=None)
+def test_compact_and_full_modules_equal_the_numpy_forward_on_any_submask(ticket):
+    x = _x(16, ticket.source.widths[0], 3) * 2
+    want = ticket_forward(ticket, x)
+    for compact in (True, False):
+        module = construct.to_module(ticket, torch.float64, compact)
+        np.testing.assert_allclose(module(torch.as_tensor(x)).detach().numpy(), want, rtol=1e-12, atol=1e-12)
+    compact = construct.to_module(ticket, torch.float64)
+    weights = sum(m.parametrizations.weight.original.numel() for m in compact if isinstance(m, nn.Linear))
+    biases = sum(m.parametrizations.bias.original.numel() for m in compact if isinstance(m, nn.Linear))
+    assert weights <= ticket.kept_params and biases <= sum(ticket.source.widths[1:])

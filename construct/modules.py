@@ -279,8 +279,8 @@ def _method_record(node, name: str, inputs: tuple, shape_nodes: set) -> Layer | 
         first = node.args[1]
         if isinstance(first, fx.Node) and first in shape_nodes and first.args[0] is node.args[0]:
             return Layer("flatten", name, inputs)
-    if method == "add" and len(node.args) == 2 and not node.kwargs:
-        return Layer("add", name, inputs) if len(inputs) == 2 else None
+    if method == "add" and len(node.args) == 2 and not node.kwargs and len(inputs) == 2:
+        return Layer("add", name, inputs)
     raise _unsupported(node.name, f"method .{method}")
 
 

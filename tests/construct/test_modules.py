@@ -135,6 +135,24 @@ def test_functional_activation_refused_naming_it():
     with pytest.raises(ValueError, match=r"layer 'tanh' \(function tanh\) is not supported"):
         load_target(M())
 
+    class Shift(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(3, 4), nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.b(self.a(x).add(1.0).relu())
+
+    with pytest.raises(ValueError, match=r"layer 'add' \(method .add\) is not supported"):
+        load_target(Shift())
+
+    class Plus(Shift):
+        def forward(self, x):
+            return self.b(torch.relu(self.a(x) + 1.0))
+
+    with pytest.raises(ValueError, match=r"layer 'add' \(add of .*\) is not supported: allowed the sum of two"):
+        load_target(Plus())
+
 
 def test_state_dict_needs_an_architecture_and_then_follows_it(tmp_path):
     net = _named()

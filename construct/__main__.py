@@ -30,7 +30,14 @@ def _bound_args(p):
 def _common(p):
     p.add_argument("--target", required=True,
                    help="random:W0,W1,...,WL (seeded random target), digits (64-16-10 MLP trained on sklearn digits), "
-                        "a .npz file with target_W{t}/target_b{t} (a ticket file works too) or a torch .pt state_dict")
+                        "a .npz file with target_W{t}/target_b{t} (a ticket file works too), an architecture .json "
+                        "with --weights sd.pt (a state_dict laid out by a JSON description), or model.py:factory "
+                        "(imports that Python file, calls factory() for an nn.Module and reads it with torch.fx, "
+                        "with --weights sd.pt loaded into it). A .pt state_dict alone is refused: names do not say "
+                        "the layer order. Constructions take ReLU MLPs: [Flatten] Linear (ReLU Linear)*")
+    p.add_argument("--weights",
+                   help="a torch state_dict file (loaded with weights_only=True, no pickle code runs) for an "
+                        "architecture .json or model.py:factory --target")
     p.add_argument("--density", default="0.5",
                    help="ER density (fraction of weights kept) of every source layer, or one per source layer "
                         "comma-separated (default 0.5)")
@@ -119,7 +126,7 @@ def _resolve_densities(args, construction):
     box = parse_box(args.box)
     check_open_unit(args.delta, "delta")
     target = load_target(args.target, seed=args.seed, scale=args.target_scale, biases=args.target_biases,
-                         target_density=args.target_density)
+                         target_density=args.target_density, weights=args.weights)
     density = _densities(args.density)
     if args.density_scheme != "uniform":
         if isinstance(density, list):

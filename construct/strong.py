@@ -17,7 +17,7 @@ from construct.report import LayerReport, TicketReport
 from construct.source import sample_source
 from construct.strong_2l import build_2l, twol_groups, twol_source_widths
 from construct.strong_lplus1 import build_lplus1, lplus1_groups, lplus1_source_widths
-from construct.targets import Target
+from construct.targets import Target, load_target
 from construct.ticket import effective_layers, Ticket
 from construct.weak import _version
 from theory.strong_widths import strong_widths
@@ -32,6 +32,7 @@ def plan_strong(target: Target, density, delta: float, *, eps=None, weight_eps=N
                 box=(-1.0, 1.0), width_multiplier: float = 1.0):
     """(StrongWidths, group sizes, source widths) for a target: theory's widths with |W| ≤ max(1, max|W|, max|b|)
     (split into parts) and biases iff the target has a non-zero bias; group sizes times ``width_multiplier``."""
+    target = load_target(target)  # a Target, an nn.Module, an Architecture (construct.modules)
     construction = check_choice(construction, "construction", ("l+1", "2l"))
     if (eps is None) == (weight_eps is None):
         raise ValueError("eps and weight_eps: allowed exactly one (certified network error or per-instance tolerance)")
@@ -56,6 +57,7 @@ def build_strong_ticket(target: Target, density, delta: float, seed: int, *, eps
     Raises ValueError (one line) when the source would exceed ``max_source_params`` weights, or for a weight law
     other than "uniform" (the N_SS calibration is for U[−1, 1] weights and their products)."""
     t0 = time.perf_counter()
+    target = load_target(target)  # a Target, an nn.Module, an Architecture (construct.modules)
     delta = check_open_unit(delta, "delta")
     if law != "uniform":
         raise ValueError(f"weight_law={law!r} is not supported for strong tickets: allowed 'uniform' "

@@ -1,11 +1,14 @@
-"""Target ReLU networks f_T (MATH.md §1): seeded random targets, loading from npz / torch state_dict, validation.
+"""Target ReLU networks f_T (MATH.md §1): seeded random targets, loading from npz, nn.Modules, state_dicts with an
+architecture description (see :mod:`construct.modules`), validation.
 
 A target of depth L has weights W_t of shape (n_t, n_{t−1}) and biases b_t of shape (n_t,), t = 1..L; it computes
 h^{(t)} = W_t x^{(t−1)} + b_t, x^{(t)} = ReLU(h^{(t)}) for t < L and a linear output layer.
 """
 from __future__ import annotations
 
+import sys
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -149,32 +152,60 @@ def _load_npz_target(path: Path) -> Target:
     return make_target(ws, bs, name=path.name)
 
 
-def _load_torch_target(path: Path) -> Target:
-    import torch  # only here: loading a torch state_dict
-
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file
-        raise ValueError(f"{path}: not a loadable torch state_dict ({type(exc).__name__})") from None
-    if not isinstance(state, dict):
-        raise ValueError(f"{path}: contains a {type(state).__name__}: allowed a state_dict of an nn.Sequential")
-    names = sorted({k.rsplit(".", 1)[0] for k in state if k.endswith(".weight")},
-                   key=lambda s: [int(p) if p.isdigit() else p for p in s.split(".")])
-    if not names:
-        raise ValueError(f"{path}: no '*.weight' entries: allowed a state_dict of Linear layers")
-    ws, bs = [], []
-    for name in names:
-        w = state[f"{name}.weight"].detach().cpu().double().numpy()
-        b = state.get(f"{name}.bias")
-        bs.append(np.zeros(w.shape[0]) if b is None else b.detach().cpu().double().numpy())
-        ws.append(w)
-    return make_target(ws, bs, name=path.name)
+def _is_torch_module(obj) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(obj, torch.nn.Module)
 
 
-def load_target(spec: str, *, seed: int = 0, scale: float = 1.0, biases: bool = True,
-                target_density: float = 1.0) -> Target:
-    """Target from a spec: ``random:784,300,10``, ``digits`` (a 64-16-10 MLP trained on sklearn digits),
-    a ``.npz`` file (keys target_W{t}, target_b{t}) or a torch ``.pt``/``.pth`` state_dict (weights_only=True)."""
+def _is_state_dict(obj) -> bool:
+    return isinstance(obj, Mapping) and not isinstance(obj, Target)
+
+
+def load_target(spec, *, seed: int = 0, scale: float = 1.0, biases: bool = True, target_density: float = 1.0,
+                weights=None, architecture=None) -> Target:
+    """Target from a spec (MATH.md §1):
+
+    - a :class:`Target` (returned as is) or a :class:`construct.architecture.Architecture` (its MLP);
+    - an ``nn.Module``, read in execution order by tracing it with ``torch.fx`` (:func:`construct.modules.read_module`);
+    - a ``state_dict`` (a mapping of names to tensors) *with* ``architecture=`` (a JSON description as dict/list or
+      a path to a ``.json`` file; see :mod:`construct.modules`) — a state_dict alone is refused: names do not say
+      the order of the layers;
+    - ``random:784,300,10``, ``digits`` (a 64-16-10 MLP trained on sklearn digits), a ``.npz`` file (keys
+      target_W{t}, target_b{t});
+    - ``arch.json`` with ``weights="sd.pt"`` (a state_dict file, ``torch.load(weights_only=True)``);
+    - ``path/to/model.py:factory`` (the file is imported and ``factory()`` called), optionally with
+      ``weights="sd.pt"`` loaded into the module.
+
+    Only ReLU MLPs ([Flatten] Linear (ReLU Linear)*) become targets; other layers are refused in one line naming
+    the layer. Every tensor is validated (real, dense, finite float of the layer's shape)."""
+    if isinstance(spec, Target):
+        return spec
+    if weights is not None and not (isinstance(spec, (str, Path)) and
+                                    (str(spec).endswith(".json") or ".py:" in str(spec))):
+        raise ValueError(f"weights={str(weights)!r} is only used with an architecture .json or a model.py:factory "
+                         "target: allowed no weights for this target")
+    if architecture is not None and not _is_state_dict(spec):
+        raise ValueError("architecture= is only used with a state_dict: allowed no architecture for this target")
+    from construct.architecture import Architecture
+
+    if isinstance(spec, Architecture):
+        return spec.to_target()
+    if _is_torch_module(spec):
+        from construct.modules import read_module
+
+        return read_module(spec).to_target()
+    if _is_state_dict(spec):
+        if architecture is None:
+            raise ValueError("a state_dict alone does not say the order of its layers: allowed a state_dict with "
+                             "architecture= (a JSON description), or the nn.Module itself")
+        from construct.modules import _read_regular_json, architecture_from_state_dict
+
+        desc = _read_regular_json(Path(architecture)) if isinstance(architecture, (str, Path)) else architecture
+        return architecture_from_state_dict(spec, desc).to_target()
+    if not isinstance(spec, (str, Path)):
+        raise ValueError(f"target is a {type(spec).__name__}: allowed a Target, an nn.Module, a state_dict with "
+                         "architecture=, random:W0,W1,..., digits, a .npz, an architecture .json with weights, "
+                         "or model.py:factory")
     spec = str(spec)
     if spec.startswith("random:"):
         widths = parse_int_list(spec[len("random:"):], "target")
@@ -184,17 +215,31 @@ def load_target(spec: str, *, seed: int = 0, scale: float = 1.0, biases: bool = 
     if spec == "digits" or spec.startswith("digits:"):
         hidden = parse_int_list(spec.split(":", 1)[1], "target") if ":" in spec else (16,)
         return digits_target(seed, hidden=hidden)
+    if ".py:" in spec:
+        from construct.modules import load_module_factory, read_module
+
+        return read_module(load_module_factory(spec, weights), name=spec.rpartition(":")[2]).to_target(name=spec)
     path = Path(spec)
     if not path.exists():
-        raise FileNotFoundError(f"target={spec!r}: no such file (allowed random:W0,W1,..., digits, a .npz or a .pt file)")
+        raise FileNotFoundError(f"target={spec!r}: no such file (allowed random:W0,W1,..., digits, a .npz, an "
+                                "architecture .json with --weights, or model.py:factory)")
     if path.suffix == ".npz":
         try:
             return _load_npz_target(path)
         except (OSError, EOFError, zipfile.BadZipFile) as exc:
             raise ValueError(f"{path}: not a valid npz file ({exc})") from None
+    if path.suffix == ".json":
+        if weights is None:
+            raise ValueError(f"target={spec!r} is an architecture description: allowed with weights (--weights sd.pt)")
+        from construct.modules import architecture_from_json
+
+        return architecture_from_json(path, weights).to_target(name=path.name)
     if path.suffix in {".pt", ".pth"}:
-        return _load_torch_target(path)
-    raise ValueError(f"target={spec!r} has an unknown extension: allowed .npz, .pt, .pth, random:..., digits")
+        raise ValueError(f"target={spec!r} is a state_dict alone, which does not say the order of its layers: "
+                         f"allowed --target arch.json --weights {spec} (a JSON architecture description) or "
+                         f"--target model.py:factory --weights {spec}")
+    raise ValueError(f"target={spec!r} has an unknown extension: allowed .npz, .json (with --weights), "
+                     "model.py:factory, random:..., digits")
 
 
 def digits_target(seed: int, hidden=(16,), *, steps: int = 300, weight_decay: float = 1e-3) -> Target:

@@ -76,6 +76,13 @@ class Ticket:
         """Number of weights the ticket keeps (Σ_t |S_t|)."""
         return int(sum(int(np.count_nonzero(s)) for s in self.kept))
 
+    def to_module(self, dtype=None, compact: bool = True, **kwargs):
+        """The ticket as a PyTorch ``nn.Module`` (torch.float32 by default): only the units it uses when
+        ``compact``, masks as ``torch.nn.utils.parametrize`` parametrizations. See :func:`construct.export.to_module`."""
+        from construct.export import to_module
+
+        return to_module(self, dtype, compact, **kwargs)
+
 
 def effective_layer(ticket: Ticket, t: int):
     """(W_t ⊙ S_t as a float64 CSR matrix, b_t ⊙ bias_t as float64) for source layer t (1-based)."""

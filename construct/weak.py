@@ -20,7 +20,7 @@ import numpy as np
 from construct.certificate import certify, sampled_error
 from construct.report import LayerReport, TicketReport
 from construct.source import Source, sample_source
-from construct.targets import Target
+from construct.targets import Target, load_target
 from construct.ticket import effective_layers, LIFT, NEURON, UNUSED, Roles, Ticket
 from theory.validation import check_open_unit, check_positive_real
 from theory.weak_widths import per_layer_densities, weak_widths
@@ -127,6 +127,7 @@ def build_weak_ticket(target: Target, density, delta: float, seed: int, *, box=(
 
     ``density``: one density or L+1 per-source-layer densities. Returns (Ticket, TicketReport)."""
     t0 = time.perf_counter()
+    target = load_target(target)  # a Target, an nn.Module, an Architecture (construct.modules)
     delta = check_open_unit(delta, "delta")
     ww, g, copies, widths = weak_source_widths(target, density, delta, width_multiplier=width_multiplier)
     dens = per_layer_densities(density, target.depth + 1)

@@ -263,6 +263,9 @@ def density_table(module: nn.Module, scheme: str = "uniform", compat: bool = Fal
     names = {id(m): n for n, m in module.named_modules()}
     rows, total, kept_total, target_kept = [], 0, 0, 0.0
     layers = masked_modules(module)
+    if not layers:
+        raise ValueError(f"module {type(module).__name__} has no masked layers: allowed a model built with masked layers "
+                         "(build_model); for any other model use construct.er_masks, which returns its density table")
     target = [None] * len(layers) if target is None else list(target)
     for layer, p_l in zip(layers, target):
         numel = int(layer.mask.numel())

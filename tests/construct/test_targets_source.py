@@ -53,7 +53,11 @@ def test_torch_state_dict_target(tmp_path):
     torch = pytest.importorskip("torch")
     net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2)).double()
     torch.save(net.state_dict(), tmp_path / "m.pt")
-    t = load_target(str(tmp_path / "m.pt"))
+    with pytest.raises(ValueError, match="state_dict alone"):  # names do not say the layer order
+        load_target(str(tmp_path / "m.pt"))
+    (tmp_path / "arch.json").write_text('{"layers": [{"kind": "linear", "name": "0"}, {"kind": "relu"}, '
+                                        '{"kind": "linear", "name": "2"}]}')
+    t = load_target(str(tmp_path / "arch.json"), weights=str(tmp_path / "m.pt"))
     x = np.random.default_rng(0).uniform(-1, 1, (8, 3))
     np.testing.assert_allclose(target_forward(t, x), net(torch.as_tensor(x)).detach().numpy(), rtol=1e-12, atol=1e-12)
 

@@ -125,6 +125,9 @@ def main(argv=None) -> int:
         if not written:
             raise FileNotFoundError(f"no results files (<name>.jsonl) for {', '.join(experiment_names())} "
                                     f"under {str(results_dir)!r}")
+        from .density_figure import make_density_figures  # needs no results: exact, from the shapes (MATH.md §7)
+
+        written["densities"] = [str(p) for p in make_density_figures(out_dir / "densities")]
         if args.json:
             print(dumps(written))
         else:

@@ -84,7 +84,7 @@ def _mode_label(first_layer_only: bool) -> str:
 
 def figure_heatmap(rows, out_dir: Path, delta: float) -> list[Path]:
     panels = _panels(rows)
-    fig, axes = new_figure(ncols=len(panels), width=3.6, height=3.0)
+    fig, axes = new_figure(ncols=len(panels), width=7.0 / max(2, len(panels)), height=3.0)
     for ax, (inputs, flo) in zip(axes[0], panels):
         densities, widths, table, _ = heatmap_table(rows, inputs, flo)
         mesh = ax.pcolormesh(_edges(densities), _edges(widths), np.clip(table, 1e-4, None), cmap="viridis",
@@ -101,15 +101,17 @@ def figure_heatmap(rows, out_dir: Path, delta: float) -> list[Path]:
         ax.set_ylim(_edges(widths)[0], _edges(widths)[-1])
         ax.set_xlabel(r"density $p$")
         ax.set_ylabel(r"hidden width $n$")
-        ax.set_title(f"affine teacher d={inputs}, {_mode_label(flo)}", fontsize=8)
-        ax.legend(loc="upper left", framealpha=0.8, fontsize=6)
-        fig.colorbar(mesh, ax=ax, label=r"test MSE / Var $f_T$ (mean over seeds)")
+        ax.set_title(f"d={inputs}, {_mode_label(flo)}", fontsize=8)
+        fig.colorbar(mesh, ax=ax, label=r"test MSE / Var $f_T$ (seed mean)")
+    # one legend for both panels, below them (a legend inside would sit on the heatmap)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize=8, facecolor="0.75", frameon=True)
     return save_figure(fig, out_dir / "e1_a_heatmap")
 
 
 def figure_floor(rows, out_dir: Path) -> list[Path]:
     panels = _panels(rows)
-    fig, axes = new_figure(ncols=len(panels), width=3.4, height=3.0)
+    fig, axes = new_figure(ncols=len(panels), width=min(3.4, 7.0 / max(1, len(panels))), height=3.0)
     for ax, (inputs, flo) in zip(axes[0], panels):
         sel = [r for r in rows if r["task"] == "affine" and r["family"] == "grid" and r["inputs"] == inputs
                and r["first_layer_only"] == flo and r.get("normalized_error_floor") is not None]
@@ -125,14 +127,14 @@ def figure_floor(rows, out_dir: Path) -> list[Path]:
         ax.set_xlabel(r"error floor $\sum_{j\ \mathrm{disc.}} w_j^2\,\mathrm{Var}(x_j)$ / Var $f_T$")
         ax.set_ylabel(r"trained test MSE / Var $f_T$")
         ax.set_title(f"d={inputs}, {_mode_label(flo)}")
-        ax.legend(loc="upper left")
+        ax.legend(loc="upper left", fontsize=8)
         fig.colorbar(points, ax=ax, label=r"$\log_2 n$")
     return save_figure(fig, out_dir / "e1_b_floor")
 
 
 def figure_accuracy(rows, out_dir: Path) -> list[Path]:
     tasks = sorted({r["task"] for r in rows if "test_accuracy" in r})
-    fig, axes = new_figure(ncols=len(tasks), width=3.6, height=3.8)
+    fig, axes = new_figure(ncols=len(tasks), width=min(3.4, 7.0 / max(1, len(tasks))), height=4.0)
     for ax, task in zip(axes[0], tasks):
         scaled = [r for r in rows if r["task"] == task and r["family"] == "scaled"]
         ref_widths = {r["width"] for r in scaled if r["density"] >= 0.5}
@@ -157,7 +159,7 @@ def figure_accuracy(rows, out_dir: Path) -> list[Path]:
         ax.set_xlabel(r"density $p$")
         ax.set_ylabel("test accuracy (mean ± sd over seeds)")
         ax.set_title(f"{task} (small-scale counterpart)")
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize=6, ncol=1)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize=8, ncol=1)
     return save_figure(fig, out_dir / "e1_c_accuracy")
 
 

@@ -145,7 +145,7 @@ class LayerwiseExperiment(ScaledSweep):
         models = sorted({r["config"]["model"] for r in records})
         if not models:
             raise ValueError("no layerwise records to plot: allowed a results file with finished runs")
-        fig, axes = new_figure(ncols=len(models))
+        fig, axes = new_figure(ncols=len(models), width=min(3.4, 7.0 / len(models)), height=3.0)
         colors = {"uniform": "C0", "erk": "C1", "balanced": "C2", "pyramidal": "C3"}
         table = ["| model | scheme | label density | target Σ p_l N_l / N | realized global density (mean over seeds) "
                  "| released-code (compat) global density | runs |",
@@ -169,7 +169,6 @@ class LayerwiseExperiment(ScaledSweep):
             ax.set_xlabel("global density (label)")
             ax.set_ylabel("test accuracy")
             ax.set_title(f"{model} on {task}")
-            ax.legend(loc="lower right", fontsize=6)
             target = seed_mean(rows, lambda r: (r["config"]["scheme"], r["config"]["density"]),
                                lambda r: r["metrics"]["target_global_density"])
             shapes = [row["shape"] for row in rows[0]["metrics"]["layers"]]
@@ -177,6 +176,8 @@ class LayerwiseExperiment(ScaledSweep):
                 compat = 1.0 if scheme == "dense" else layer_densities(shapes, density, scheme, compat=True).global_density
                 table.append(f"| {model} | {scheme} | {density:g} | {target[(scheme, density)][0]:.4f} | {mean:.4f} "
                              f"| {compat:.4f} | {count} |")
+        handles, labels = axes[0][0].get_legend_handles_labels()  # the same entries in every panel
+        fig.legend(handles, labels, loc="outside lower center", ncol=3, fontsize=8)
         paths = save_figure(fig, out_dir / "e2_layerwise")
         md = out_dir / "realized_densities.md"
         atomic_write_text(md, "# E2: realized global densities per scheme and label\n\n" + "\n".join(table) + "\n")

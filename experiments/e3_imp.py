@@ -101,7 +101,7 @@ class IMPExperiment(ScaledSweep):
         flat = [{"start": r["config"]["start_density"], "level": lv["level"], "density": lv["density"],
                  "accuracy": lv["test_accuracy"], "macs": lv["cumulative_macs"]}
                 for r in records for lv in r["metrics"]["levels"]]
-        fig, axes = new_figure(ncols=2)
+        fig, axes = new_figure(ncols=2, width=3.4, height=2.9)
         for i, start in enumerate(sorted({f["start"] for f in flat}, reverse=True)):
             rows = [f for f in flat if f["start"] == start]
             density = seed_mean(rows, lambda f: (f["level"],), lambda f: f["density"])
@@ -120,12 +120,13 @@ class IMPExperiment(ScaledSweep):
             ax.set_xscale("log")
             ax.set_xlabel("density after pruning level")
             ax.invert_xaxis()
-            ax.legend(loc="best")
+        handles, labels = axes[0][0].get_legend_handles_labels()  # starts + majority class, shared by both panels
+        fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), fontsize=8)
         axes[0][0].set_ylabel("test accuracy")
-        axes[0][0].set_title(f"IMP (rewind to init), {model}, {task}")
+        axes[0][0].set_title(f"IMP (rewind to init),\n{model} on {task}")
         axes[0][1].set_yscale("log")
         axes[0][1].set_ylabel("cumulative training mult-adds")
-        axes[0][1].set_title("training cost in masked layers")
+        axes[0][1].set_title("training cost\nin masked layers")
         return save_figure(fig, Path(out_dir) / "e3_imp")
 
 

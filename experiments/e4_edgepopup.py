@@ -122,7 +122,7 @@ class EdgePopupExperiment(ScaledSweep):
             raise ValueError("no edgepopup records to plot: allowed a results file with finished runs")
         acc = seed_mean(records, lambda r: (r["config"]["source_density"], r["config"]["final_density"]),
                         lambda r: r["metrics"]["test_accuracy"])
-        fig, axes = new_figure()
+        fig, axes = new_figure(height=3.4)
         ax = axes[0][0]
         for i, source in enumerate(sorted({k[0] for k in acc}, reverse=True)):
             xs = sorted(f for (s, f) in acc if s == source)
@@ -134,7 +134,7 @@ class EdgePopupExperiment(ScaledSweep):
         ax.set_xlabel("final density")
         ax.set_ylabel("test accuracy")
         ax.set_title(f"edge-popup, {records[0]['config']['model']} on {records[0]['metrics']['task_name']}")
-        ax.legend(loc="lower right", fontsize=6)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, fontsize=8)
         return save_figure(fig, Path(out_dir) / "e4_edgepopup")
 
 

@@ -459,7 +459,7 @@ def minimal_width_rows(records: list[dict]) -> list[dict]:
 def _heatmaps(records, out_dir):
     labels = _labels(records, "phase")
     ncols = min(3, len(labels))
-    fig, axes = new_figure(ncols=ncols, nrows=int(math.ceil(len(labels) / ncols)), width=3.3, height=2.7)
+    fig, axes = new_figure(ncols=ncols, nrows=int(math.ceil(len(labels) / ncols)), width=6.4 / ncols, height=2.2)
     mesh = None
     for ax, label in zip(axes.ravel(), labels):
         table = success_table(records, "phase")
@@ -475,31 +475,32 @@ def _heatmaps(records, out_dir):
         ax.axhline(1.0, color="w", ls="--", lw=1.2)
         ax.set_xscale("log")
         ax.set_yscale("log")
-        _density_ticks(ax, dens, "x")
+        _density_ticks(ax, dens[::2] if len(dens) > 4 else dens, "x")
         _density_ticks(ax, mults[::2] if len(mults) > 5 else mults, "y")
-        ax.set_xlabel("source density p")
-        ax.set_ylabel("width multiplier (1 = theory)")
-        ax.set_title(_wrap(label), fontsize=7)
+        ax.set_xlabel("source density p", fontsize=8)
+        ax.set_ylabel("width multiplier", fontsize=8)
+        ax.tick_params(labelsize=8)
+        ax.set_title(_short_label(label), fontsize=8)
     for ax in axes.ravel()[len(labels):]:
-        ax.set_visible(False)
+        ax.remove()  # unused grid slots
     if mesh is not None:
-        fig.colorbar(mesh, ax=axes.ravel().tolist(), label="success rate", shrink=0.8)
-    fig.suptitle("E5 (a): success rate over seeds; white dashes = theory's width; grey = not run "
-                 "(source above the parameter budget)", fontsize=8)
+        fig.colorbar(mesh, ax=[a for a in axes.ravel()[:len(labels)]], label="success rate over seeds", shrink=0.8)
+    fig.suptitle("E5 (a): white dashes = theory's width (multiplier 1);\n"
+                 "grey = not run (source above the parameter budget)", fontsize=8)
     return save_figure(fig, out_dir / "e5_phase")
 
 
 def _minimal_widths_figure(rows, out_dir):
     # only the layers whose width depends on the swept density, with at least 3 densities
     rows = [r for r in rows if len(r["densities"]) >= 3 and len(set(r["theory_width"])) > 1] or rows[:1]
-    fig, axes = new_figure(ncols=min(3, max(1, len(rows))), nrows=int(math.ceil(max(1, len(rows)) / 3)),
-                           width=3.3, height=2.7)
+    ncols = min(3, max(1, len(rows)))
+    fig, axes = new_figure(ncols=ncols, nrows=int(math.ceil(max(1, len(rows)) / 3)), width=7.0 / ncols, height=2.4)
     for ax, row in zip(axes.ravel(), rows):
         d = np.array(row["densities"])
         w = np.array(row["minimal_width"], dtype=float)
         th = np.array(row["theory_width"], dtype=float)
-        ax.plot(d, th, "k--", lw=1, label=f"theory (slope {row['theory_slope']:.2f})")
-        ax.plot(d, w, "o-", color="C3", ms=3, label=f"measured (slope {row['slope']:.2f})")
+        ax.plot(d, th, "k--", lw=1, label="theory's width")
+        ax.plot(d, w, "o-", color="C3", ms=3, label="measured minimal width")
         ok = np.isfinite(w) & (d < 1)
         if ok.any():
             ref_d, ref_w = d[ok][-1], w[ok][-1]  # anchor the reference curves at the densest finite point < 1
@@ -508,14 +509,40 @@ def _minimal_widths_figure(rows, out_dir):
             ax.plot(d[d < 1], ref_w * ref_d / d[d < 1], color="C2", lw=0.8, ls=":", label=r"$\propto 1/p$")
         ax.set_xscale("log")
         ax.set_yscale("log")
-        _density_ticks(ax, d, "x")
-        ax.set_xlabel("source density p")
-        ax.set_ylabel("minimal width (units)")
-        ax.set_title(f"{_wrap(row['label'])}, target layer {row['layer']}", fontsize=6)
-        ax.legend(fontsize=6)
+        _density_ticks(ax, d[::2] if len(d) > 5 else d, "x")
+        ax.set_xlabel("source density p", fontsize=8)
+        ax.set_ylabel("minimal width (units)", fontsize=8)
+        ax.tick_params(labelsize=8)
+        ax.set_title(f"{_short_label(row['label'])}\nlayer {row['layer']}: slope {_slope_text(row['slope'])} "
+                     f"(theory {_slope_text(row['theory_slope'])})", fontsize=8)
     for ax in axes.ravel()[len(rows):]:
-        ax.set_visible(False)
+        ax.remove()  # unused grid slots
+    handles, labels = axes.ravel()[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=4, fontsize=8)
     return save_figure(fig, out_dir / "e5_minimal_width")
+
+
+def _short_label(label: str) -> str:
+    """A phase label in at most ~30 characters per line (panel titles at 8 pt in a 2.3 in panel)."""
+    return (label.replace("weight_eps=", "w_eps ").replace(" / p on first layer only", " / first-layer p")
+            .replace(" / p on last layer only", " / last-layer p").replace(" / exact", "")
+            .replace(" / ", ", ").replace("random ", ""))
+
+
+def _slope_text(slope: float) -> str:
+    """A fitted log-log slope, or "n/a" when fewer than two densities in [0.02, 0.2] have a finite width."""
+    return f"{slope:.2f}" if np.isfinite(slope) else "n/a"
+
+
+def _marker_legend(ax, groups, markers, dashed) -> None:
+    """A legend below ``ax``: one colour per group (C0, C1, …), one black marker per quantity, the dashed line."""
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=f"C{k}", marker="s", ls="") for k in range(len(groups))]
+    handles += [Line2D([], [], color="k", marker=m, ls="") for m, _ in markers]
+    handles += [Line2D([], [], color="k", ls="--", lw=0.8) for _ in dashed]
+    labels = list(groups) + [label for _, label in markers] + list(dashed)
+    ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=8)
 
 
 def _series_tasks(records, series):
@@ -527,7 +554,7 @@ def _series_tasks(records, series):
 
 
 def _eps_figure(records, out_dir):
-    fig, axes = new_figure()
+    fig, axes = new_figure(height=3.9)
     ax = axes[0, 0]
     groups: dict = {}
     for c, t in _series_tasks(records, "eps"):
@@ -536,22 +563,23 @@ def _eps_figure(records, out_dir):
     for k, ((construction, density), pts) in enumerate(sorted(groups.items())):
         e, cert, samp, _ = (np.array(v) for v in zip(*pts))
         jitter = 1 + 0.06 * (k - (len(groups) - 1) / 2)
-        ax.scatter(e * jitter, cert, marker="o", s=10, color=f"C{k}", label=f"{construction}, p={density:g}: certificate")
-        ax.scatter(e * jitter, np.maximum(samp, 1e-12), marker="x", s=10, color=f"C{k}", label="   sampled error")
+        ax.scatter(e * jitter, cert, marker="o", s=10, color=f"C{k}")
+        ax.scatter(e * jitter, np.maximum(samp, 1e-12), marker="x", s=10, color=f"C{k}")
     if groups:
         all_e = sorted({p[0] for pts in groups.values() for p in pts})
-        ax.plot(all_e, all_e, "k--", lw=0.8, label=r"$\epsilon$")
+        ax.plot(all_e, all_e, "k--", lw=0.8)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel(r"requested network error $\epsilon$")
     ax.set_ylabel("sup error")
-    ax.set_title("E5 (c): certificate (o), sampled error (x)")
-    ax.legend(fontsize=5)
+    ax.set_title("E5 (c): certificate (o), sampled error (x)", fontsize=8)
+    _marker_legend(ax, [f"{c}, p={d:g}" for c, d in sorted(groups)],
+                   [("o", "certificate"), ("x", "sampled error")], (r"$\epsilon$",))
     return save_figure(fig, out_dir / "e5_error_vs_eps")
 
 
 def _size_figure(records, out_dir):
-    fig, axes = new_figure()
+    fig, axes = new_figure(height=3.9)
     ax = axes[0, 0]
     groups: dict = {}
     for c, t in _series_tasks(records, "size"):
@@ -559,11 +587,11 @@ def _size_figure(records, out_dir):
                                                                            t["source_params"]))
     for k, ((construction, density), pts) in enumerate(sorted(groups.items())):
         tp, kp, sp = (np.array(v, dtype=float) for v in zip(*pts))
-        ax.scatter(tp, kp, s=10, color=f"C{k}", marker="o", label=f"{construction}, p={density:g}: ticket")
-        ax.scatter(tp, sp, s=10, color=f"C{k}", marker="^", alpha=0.5, label="   source (dense count)")
+        ax.scatter(tp, kp, s=10, color=f"C{k}", marker="o")
+        ax.scatter(tp, sp, s=10, color=f"C{k}", marker="^", alpha=0.5)
     if groups:
         lim = [min(p[0] for v in groups.values() for p in v), max(p[0] for v in groups.values() for p in v)]
-        ax.plot(lim, lim, "k--", lw=0.8, label="ticket = target")
+        ax.plot(lim, lim, "k--", lw=0.8)
     ax.set_xscale("log")
     ax.set_yscale("log")
     from matplotlib.ticker import NullFormatter
@@ -571,8 +599,9 @@ def _size_figure(records, out_dir):
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("target parameters (non-zero weights)")
     ax.set_ylabel("kept weights")
-    ax.set_title("E5 (d): kept weights vs target size")
-    ax.legend(fontsize=5)
+    ax.set_title("E5 (d): kept weights vs target size", fontsize=8)
+    _marker_legend(ax, [f"{c}, p={d:g}" for c, d in sorted(groups)],
+                   [("o", "ticket"), ("^", "source (dense count)")], ("ticket = target",))
     return save_figure(fig, out_dir / "e5_ticket_size")
 
 

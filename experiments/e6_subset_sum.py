@@ -234,7 +234,7 @@ class SubsetSumExperiment(ScaledSweep):
         panels = sorted({(law, eps) for law, eps, _ in cells}, key=lambda k: (LAWS.index(k[0]), -k[1]))
         ncols = min(3, len(panels))
         nrows = int(math.ceil(len(panels) / ncols))
-        fig, axes = new_figure(ncols=ncols, nrows=nrows)
+        fig, axes = new_figure(ncols=ncols, nrows=nrows, width=7.0 / ncols, height=2.1)
         calibrated = {float(r["eps"]) for law in LAWS for r in load_nss_table()["laws"][law]["rows"]}
         for ax, (law, eps) in zip(axes.ravel(), panels):
             densities = sorted((d for (l, e, d) in cells if (l, e) == (law, eps)), reverse=True)
@@ -251,16 +251,22 @@ class SubsetSumExperiment(ScaledSweep):
             ax.axhline(1 - DEFAULT_DELTA, color="0.5", lw=0.6)
             ax.set_xscale("log")
             ax.set_ylim(-0.02, 1.02)
-            ax.set_xlabel("candidates n")
-            ax.set_ylabel("success (worst z)")
-            ax.set_title(f"{law} law, $\\epsilon$={eps:g}")
-            if (law, eps) == panels[0]:
-                ax.legend(loc="upper left", fontsize=6)
-        fig.suptitle("E6: solid = measured (exact solver), dashed = binomial mixture of the N_SS table, "
-                     f"dotted = [ours-1] thinning, dash-dot = [ours-2] blocks ($\\delta$={DEFAULT_DELTA:g})",
-                     fontsize=8)
+            ax.set_xlabel("candidates n", fontsize=8)
+            ax.set_ylabel("success (worst z)", fontsize=8)
+            ax.tick_params(labelsize=8)
+            ax.set_title(f"{law} law, $\\epsilon$={eps:g}", fontsize=8)
         for ax in axes.ravel()[len(panels):]:
-            ax.set_visible(False)
+            ax.remove()  # unused grid slots
+        from matplotlib.lines import Line2D
+
+        first = sorted((d for (l, e, d) in cells if (l, e) == panels[0]), reverse=True)
+        handles = [Line2D([], [], color=f"C{k}", lw=1.2) for k in range(len(first))]
+        labels = [f"p={d:g} ({cells[(*panels[0], d)].trials} draws)" for d in first]
+        handles += [Line2D([], [], color="k", lw=1.2), Line2D([], [], color="k", lw=0.8, ls="--"),
+                    Line2D([], [], color="k", lw=0.7, ls=":"), Line2D([], [], color="k", lw=0.7, ls="-.")]
+        labels += ["measured (exact solver)", "mixture of the N_SS table", f"[ours-1] width ($\\delta$={DEFAULT_DELTA:g})",
+                   f"[ours-2] width ($\\delta$={DEFAULT_DELTA:g})"]
+        fig.legend(handles, labels, loc="outside lower center", ncol=3, fontsize=8)
         return save_figure(fig, Path(out_dir) / "e6_subset_sum")
 
 

@@ -5,10 +5,11 @@ from hypothesis import given, settings, strategies as st
 from construct.certificate import interval_bounds
 from construct.check import CaseResult, CheckCase, CheckResult, format_table, run_case
 from construct.targets import random_target
+from theory.strategies import widths as widths_st
 
 
 @settings(max_examples=20, deadline=None)
-@given(widths=st.lists(st.integers(1, 6), min_size=2, max_size=4), seed=st.integers(0, 1000),
+@given(widths=widths_st(max_width=6, max_layers=3), seed=st.integers(0, 1000),
        box=st.sampled_from([(-1.0, 1.0), (0.0, 1.0), (-3.0, 0.5)]))
 def test_interval_bounds_contain_activations(widths, seed, box):
     target = random_target(widths, seed, scale=3.0)

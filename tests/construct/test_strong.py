@@ -2,12 +2,12 @@
 successful, |W| > 1 handled by splitting, widths equal to theory's, success rate at theory's widths."""
 import numpy as np
 import pytest
-from scipy.stats import binomtest
 
 from construct.certificate import certify, sampled_error
 from construct.strong import build_strong_ticket, plan_strong
 from construct.targets import make_target, random_target
 from construct.ticket import effective_layer
+from theory.testing import assert_rate
 
 
 def _check_pruning_only(ticket):
@@ -81,7 +81,7 @@ def test_strong_success_rate_at_theory_widths():
     for seed in range(runs):
         target = random_target((2, 2, 1), seed)
         ok += build_strong_ticket(target, 0.5, delta, seed, eps=0.02, construction="2l", samples=16)[1].success
-    assert binomtest(ok, runs, 1 - delta, alternative="less").pvalue >= 1e-3, ok
+    assert_rate(ok, runs, 1 - delta, alpha=1e-3)
 
 
 def test_memory_guard_and_law():

@@ -1,10 +1,10 @@
 """Targets and materialized sources: validation, determinism, ER(p) masks (MATH.md §1)."""
 import numpy as np
 import pytest
-from scipy.stats import binomtest
 
 from construct.source import sample_source
 from construct.targets import load_target, make_target, parse_box, random_target, target_forward
+from theory.testing import assert_binomial
 
 
 def test_random_target_seeded_and_scaled():
@@ -17,7 +17,7 @@ def test_random_target_seeded_and_scaled():
     assert np.max(np.abs(a.weights[1])) <= 1 / np.sqrt(4)
     sparse = random_target((50, 40, 3), 1, target_density=0.3)
     frac = np.count_nonzero(sparse.weights[0]) / sparse.weights[0].size
-    assert binomtest(np.count_nonzero(sparse.weights[0]), sparse.weights[0].size, 0.3).pvalue > 1e-3, frac
+    assert_binomial(np.count_nonzero(sparse.weights[0]), sparse.weights[0].size, 0.3, alpha=1e-3)
     assert not random_target((3, 2), 1, biases=False).has_biases
 
 
@@ -70,11 +70,11 @@ def test_source_deterministic_and_bernoulli():
     c = sample_source((30, 400, 20), [0.3, 0.7], 6)
     assert not np.array_equal(a.masks[0], c.masks[0])
     for m, p in zip(a.masks, (0.3, 0.7)):
-        assert binomtest(int(m.sum()), m.size, p).pvalue > 1e-3
+        assert_binomial(int(m.sum()), m.size, p, alpha=1e-3)
     w = a.weights[0]
     assert w.dtype == np.float32 and np.all(np.abs(w) <= 1)
     # U[-1, 1]: the fraction of negatives is Bin(N, 1/2)
-    assert binomtest(int((w < 0).sum()), w.size, 0.5).pvalue > 1e-3
+    assert_binomial(int((w < 0).sum()), w.size, 0.5, alpha=1e-3)
     with pytest.raises(ValueError, match="1.5"):
         sample_source((3, 4), [1.5], 0)
     with pytest.raises(ValueError, match="densities"):
@@ -106,6 +106,6 @@ def test_drawn_blocks_equal_the_materialized_layer(monkeypatch):
         assert not lazy.materialized
         assert lazy.kept_count() == int(M.sum())
         assert np.array_equal(lazy.bias, full.bias)
-    assert binomtest(int(M.sum()), M.size, 0.4).pvalue > 1e-3
+    assert_binomial(int(M.sum()), M.size, 0.4, alpha=1e-3)
     # a mask entry does not depend on its weight: P(M = 1 | W < 0) is still 0.4
-    assert binomtest(int(M[W < 0].sum()), int((W < 0).sum()), 0.4).pvalue > 1e-3
+    assert_binomial(int(M[W < 0].sum()), int((W < 0).sum()), 0.4, alpha=1e-3)

@@ -8,6 +8,7 @@ from scipy import stats
 
 from experiments.masked import (MaskedConv2d, MaskedLinear, as_mask, attach_mask_enforcement, enforce_masks_,
                                 er_mask, init_std)
+from theory.testing import assert_binomial
 
 
 def test_er_mask_is_seeded_bool_and_bernoulli():
@@ -17,8 +18,8 @@ def test_er_mask_is_seeded_bool_and_bernoulli():
     assert a.dtype == torch.bool and a.shape == (300, 200)
     assert torch.equal(a, b) and not torch.equal(a, c)
     # i.i.d. Bernoulli(0.05): the count of ones is Bin(60000, 0.05); also rows independent of columns
-    assert stats.binomtest(int(a.sum()), a.numel(), 0.05).pvalue > 1e-3
-    assert stats.binomtest(int(a[:, :100].sum()), 30000, 0.05).pvalue > 1e-3
+    assert_binomial(int(a.sum()), a.numel(), 0.05, alpha=1e-3)
+    assert_binomial(int(a[:, :100].sum()), 30000, 0.05, alpha=1e-3)
 
 
 @given(density=st.floats(1e-3, 1.0), rows=st.integers(1, 20), cols=st.integers(1, 20))

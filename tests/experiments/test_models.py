@@ -6,13 +6,13 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scipy.stats import binomtest
 
 from experiments.masked import masked_modules
 from experiments.models import build_architecture, build_model, density_table, weight_shapes
 from experiments.sparse_training import (TrainSettings, augment_batch, forward_macs, layer_output_sizes,
                                          train_model)
 from theory.densities import SCHEMES, layer_densities
+from theory.testing import assert_binomial
 
 
 ALPHA = 1e-3
@@ -67,7 +67,7 @@ def test_masks_are_er_with_the_scheme_densities(scheme):
         kept = int(layer.mask.sum())
         assert row.kept == kept and row.realized_density == kept / layer.mask.numel() and row.target_density == p
         if p < 1.0:
-            assert binomtest(kept, layer.mask.numel(), p).pvalue > ALPHA
+            assert_binomial(kept, layer.mask.numel(), p, alpha=ALPHA)
         else:
             assert kept == layer.mask.numel()
     assert table.realized_global_density == table.kept / table.total

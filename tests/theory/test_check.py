@@ -7,6 +7,7 @@ import pytest
 from scipy import stats
 
 from theory.check import ALPHA, _mc_row, run_checks, simulate_all_connected, simulate_weak_success
+from theory.testing import assert_binomial
 from theory.weak_widths import weak_widths
 
 
@@ -36,7 +37,7 @@ def test_simulate_all_connected_matches_closed_form():
     d, n, p1, trials = 5, 12, 0.2, 4000
     exact = (1 - (1 - p1) ** n) ** d  # p2 = 1
     hits = simulate_all_connected(rng, d, n, p1, 1.0, trials, chunk_elements=1000)
-    assert stats.binomtest(hits, trials, exact).pvalue > ALPHA
+    assert_binomial(hits, trials, exact, alpha=ALPHA)
 
 
 def test_simulate_weak_success_matches_exact_probability():
@@ -51,7 +52,7 @@ def test_simulate_weak_success_matches_exact_probability():
     trials = 4000
     hits = simulate_weak_success(np.random.default_rng(11), w, trials)
     assert 0.1 < exact < 0.9
-    assert stats.binomtest(hits, trials, exact).pvalue > ALPHA
+    assert_binomial(hits, trials, exact, alpha=ALPHA)
 
 
 def test_simulate_weak_success_dense_source_always_succeeds():

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from theory import strategies
 from theory.densities import SCHEMES, layer_densities
 
 
@@ -39,10 +40,8 @@ def test_resnet18_compat_reproduces_released_code(label, balanced, erk):
         assert layer_densities(shapes, label, scheme, compat=True).global_density == pytest.approx(label, rel=1e-12)
 
 
-linear = st.tuples(st.integers(1, 1000), st.integers(1, 1000)).map(list)
-conv = st.tuples(st.integers(1, 256), st.integers(1, 256), st.integers(1, 7), st.integers(1, 7)).map(list)
-shapes_st = st.lists(st.one_of(linear, conv), min_size=1, max_size=12)
-density_st = st.floats(min_value=1e-4, max_value=1.0)
+shapes_st = strategies.shape_lists(min_layers=1, max_layers=12)
+density_st = strategies.densities(min_density=1e-4)
 
 
 @settings(max_examples=200)

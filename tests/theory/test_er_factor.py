@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
+from theory import strategies
 from theory.er_factor import er_factor
 
-densities = st.floats(min_value=1e-300, max_value=1.0, exclude_min=False)
+densities = strategies.densities(min_density=1e-300)
 
 
 @given(densities)

@@ -8,6 +8,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from scipy import stats
 
+from theory import strategies
+from theory.testing import assert_binomial
 from theory.er_factor import er_factor
 from theory.lower_bound import (
     connected_inputs,
@@ -20,8 +22,8 @@ from theory.lower_bound import (
     uniform_variance,
 )
 
-dens = st.floats(min_value=1e-6, max_value=1.0)
-small_delta = st.floats(min_value=1e-12, max_value=0.9)
+dens = strategies.densities(min_density=1e-6)
+small_delta = strategies.deltas(min_delta=1e-12, max_delta=0.9)
 
 
 @given(st.integers(1, 10_000), st.integers(0, 100_000), dens)
@@ -78,7 +80,7 @@ def test_monte_carlo_binomtest():
         hits += bool(connected_inputs(m1, m2).all())
     exact = connection_probability(d, n, p1, p2)
     assert 0.05 < exact < 0.95  # a regime where the test has power
-    assert stats.binomtest(hits, trials, exact).pvalue > 1e-3
+    assert_binomial(hits, trials, exact, alpha=1e-3)
 
 
 @settings(max_examples=60)

@@ -5,10 +5,11 @@ import math
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from theory import strategies
 from theory.strong_widths import (backward_layer_tolerance, forward_tolerance_split, input_bounds_l1,
                                   strong_widths, weight_parts)
 
-WIDTHS = st.lists(st.integers(1, 6), min_size=2, max_size=4)
+WIDTHS = strategies.widths(max_width=6, max_layers=3)
 
 
 def _sizes(sw):

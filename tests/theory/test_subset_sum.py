@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from theory.er_factor import er_factor
+from theory.testing import assert_rate_at_most
 from theory.subset_sum import (
     LAWS,
     block_width,
@@ -122,7 +123,7 @@ def test_independent_monte_carlo_at_calibrated_width(law, eps):
         else:
             err = _best_error_mitm(values, z)
         failures = int(np.sum(err > eps))
-        assert stats.binomtest(failures, trials, delta, alternative="greater").pvalue > ALPHA, (z, failures)
+        assert_rate_at_most(failures, trials, delta, alpha=ALPHA, what=f"z={z}")
 
 
 # ------------------------------------------------------------------------------------------------------ lookups
@@ -186,7 +187,7 @@ def test_thinning_width_survivors_monte_carlo(eps, delta, density):
     trials = 20000
     survivors = np.random.default_rng(4242).binomial(n, density, size=trials)
     failures = int(np.sum(survivors < n_ss))
-    assert stats.binomtest(failures, trials, delta / 2, alternative="greater").pvalue > ALPHA
+    assert_rate_at_most(failures, trials, delta / 2, alpha=ALPHA)
 
 
 @settings(max_examples=150)
@@ -210,7 +211,7 @@ def test_block_width_monte_carlo_and_limits():
     trials = 20000
     kept = np.random.default_rng(777).binomial(bw.block_size, density, size=(trials, bw.blocks))
     failures = int(np.sum((kept == 0).any(axis=1)))
-    assert stats.binomtest(failures, trials, delta / 2, alternative="greater").pvalue > ALPHA
+    assert_rate_at_most(failures, trials, delta / 2, alpha=ALPHA)
     n_ss = nss(eps, delta / 2)
     assert block_width(eps, delta, 1.0).total == n_ss  # tends to N_SS as p → 1 (κ(1) = 0, blocks of 1)
     assert block_width(eps, delta, 0.999).total <= 2 * n_ss
@@ -304,13 +305,11 @@ def test_bad_input_one_line_value_error(call, fragment):
 def test_fitted_constant_agrees_with_the_independent_calibration(law, eps):
     """The fitted C comes from experiment E6; the calibration table is a different Monte Carlo study. At
     n = ⌈C·log2(1/ε)⌉ the calibration's worst-z failure rate must not be significantly above δ = 0.01."""
-    from scipy.stats import binomtest
-
     from theory.subset_sum import failure_curve, fitted_width, load_nss_table
 
     n = fitted_width(eps, law)
     curve = failure_curve(eps, law)
     trials = load_nss_table()["provenance"]["trials"]
     failures = round(float(curve[min(n, curve.size - 1)]) * trials)
-    assert binomtest(failures, trials, 0.01, alternative="greater").pvalue > 1e-3
+    assert_rate_at_most(failures, trials, 0.01, alpha=1e-3)
 

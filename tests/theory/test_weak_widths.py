@@ -4,11 +4,12 @@ import math
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from theory import strategies
 from theory.weak_widths import weak_widths
 
-widths_st = st.lists(st.integers(1, 2000), min_size=2, max_size=6)
-dens_st = st.floats(min_value=1e-4, max_value=1.0)
-delta_st = st.floats(min_value=1e-9, max_value=0.99)
+widths_st = strategies.widths(max_width=2000, max_layers=5)
+dens_st = strategies.densities(min_density=1e-4)
+delta_st = strategies.deltas(min_delta=1e-9, max_delta=0.99)
 
 
 def _union_bound_ok(events: float, miss: float, count: int, budget: float) -> bool:

@@ -108,13 +108,16 @@ class ResultsLock:
     """An exclusive, non-blocking ``fcntl.flock`` on a results file, held until :meth:`release` (or ``with``).
 
     A second holder (another process, or another lock in this one) is refused with a one-line ``ValueError``.
-    A results file the lock had to create and that is still empty at release is removed again.
+    A results file the lock had to create and that is still empty at release is removed again, with the
+    directories created for it (if empty), so a sweep refused before its first run leaves nothing behind.
     """
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         if self.path.is_dir():
             raise IsADirectoryError(f"results path {str(self.path)!r} is a directory: allowed a .jsonl file")
+        # directories this lock creates (outermost first) are removed again with an unused results file
+        self._made_dirs = [d for d in reversed(self.path.parents) if not d.exists()]
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._created = not self.path.exists()
         self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
@@ -136,6 +139,11 @@ class ResultsLock:
         try:
             if self._created and os.fstat(self._fd).st_size == 0:
                 self.path.unlink(missing_ok=True)
+                for directory in reversed(self._made_dirs):
+                    try:
+                        directory.rmdir()  # only if still empty
+                    except OSError:
+                        break
         finally:
             os.close(self._fd)  # closing the descriptor releases the flock
             self._fd = None

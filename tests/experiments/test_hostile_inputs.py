@@ -241,3 +241,72 @@ def test_figures_hitting_the_file_size_limit_leave_no_partial_file(tmp_path, two
             assert data.rstrip().endswith(b"%%EOF")
         elif name.endswith(".png"):
             assert data.endswith(b"IEND\xaeB`\x82")
+
+
+# ------------------------------------------------------------------- the same guards, in-process (fast)
+
+@pytest.mark.parametrize("kind", DAMAGES)
+def test_damaged_results_file_is_refused_with_file_and_line(tmp_path, kind):
+    lines, needle = _damaged_lines(kind)
+    path = tmp_path / "e1.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError) as info:
+        ResultsStore(path, "e1").load()
+    assert str(path) in str(info.value) and needle in str(info.value) and "\n" not in str(info.value)
+
+
+def test_edited_config_and_bad_key_format_are_refused(tmp_path):
+    record = _records(1)[0]
+    path = tmp_path / "e1.jsonl"
+    edited = dict(record, config=dict(record["config"], seed=7))
+    path.write_text(_line(edited) + "\n")
+    with pytest.raises(ValueError, match="line 1 has key .* not the hash of its config"):
+        ResultsStore(path, "e1").load()
+    path.write_text(_line(dict(record, key="x" * 16)) + "\n")
+    with pytest.raises(ValueError, match="line 1 has key 'xxxxxxxxxxxxxxxx': allowed 16 hexadecimal digits"):
+        ResultsStore(path, "e1").load()
+    path.write_text("[1, 2]\n" + _line(record) + "\n")
+    with pytest.raises(ValueError, match="line 1 is a JSON list"):
+        ResultsStore(path, "e1").load()
+
+
+def test_failed_append_is_cut_back_to_the_previous_length(tmp_path, monkeypatch):
+    import errno
+
+    import experiments.results as results
+
+    path = tmp_path / "e1.jsonl"
+    store = ResultsStore(path, "e1")
+    first, second = _records(2)
+    store.append(first)
+    good = path.read_bytes()
+    real_pwrite = os.pwrite
+
+    def full_disk(fd, data, offset):  # writes half the line, then the disk is full
+        if len(data) > 100:
+            return real_pwrite(fd, bytes(data[:len(data) // 2]), offset)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(results.os, "pwrite", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        store.append(second)
+    assert path.read_bytes() == good
+    monkeypatch.setattr(results.os, "pwrite", real_pwrite)
+    store.append(second)
+    assert [r["key"] for r in ResultsStore(path, "e1").load()] == [first["key"], second["key"]]
+
+
+def test_lock_is_exclusive_and_released(tmp_path):
+    path = tmp_path / "sub" / "e1.jsonl"
+    store = ResultsStore(path, "e1")
+    with store.lock():
+        with pytest.raises(ValueError, match="in use by another sweep"):
+            store.lock()
+        assert path.exists()
+    assert not (tmp_path / "sub").exists()  # created for the lock, unused: removed with its directory
+    lock = store.lock()
+    store.append(_records(1)[0])
+    lock.release()
+    assert path.exists()  # holds a run: kept
+    with store.lock():
+        pass

@@ -217,7 +217,8 @@ def _check_labels(labels, path: Path, label_key: str, n: int, classes: int) -> n
         try:
             array = np.asarray(labels, dtype=np.int64)
         except OverflowError:
-            raise ValueError(f"{path}: {label_key!r} holds an integer beyond 64 bits: allowed labels 0..{classes - 1}") from None
+            raise ValueError(f"{path}: {label_key!r} holds an integer beyond 64 bits: "
+                             f"allowed labels 0..{classes - 1}") from None
     else:
         raise ValueError(f"{path}: {label_key!r} is a {type(labels).__name__} (or holds non-integers): "
                          f"allowed a list of integer labels 0..{classes - 1}")

@@ -13,7 +13,6 @@ import pickle
 import resource
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -171,7 +170,7 @@ def test_refused_in_one_line_and_nothing_left_behind(refusals, case):
 
 def test_second_writer_is_refused_while_a_sweep_holds_the_lock(tmp_path):
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom experiments.results import ResultsStore\n"
+        [sys.executable, "-c", "import sys\nfrom experiments.results import ResultsStore\n"
          f"lock = ResultsStore({str(tmp_path / 'e1.jsonl')!r}, 'e1').lock()\nprint('locked', flush=True)\n"
          "sys.stdin.readline()\nlock.release()\nprint('released', flush=True)\n"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=_env())

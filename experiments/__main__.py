@@ -13,10 +13,19 @@ from pathlib import Path
 import torch
 
 from theory.cli import ArgumentParser, dumps, run_main
+from theory.memory import parse_memory
 from theory.validation import check_positive_int
 
 from .device import DEVICE_CHOICES, resolve_device
 from .registry import SCALES, experiment_names, get_experiment
+
+
+_MAX_MEMORY_HELP = ("memory budget, e.g. 8G or 512M: what the command would allocate is estimated first and "
+                    "refused beyond it (default 80%% of the available memory)")
+
+
+def _max_memory(args):
+    return None if args.max_memory is None else parse_memory(args.max_memory, "max_memory")
 
 
 def _parser() -> ArgumentParser:
@@ -49,6 +58,7 @@ def _parser() -> ArgumentParser:
                      help="layerwise: use the released code's clamp-only ERK/balanced densities (MATH.md §7), whose "
                           "realized global density undershoots the label; the realized density is always recorded")
     run.add_argument("--json", action="store_true", help="print the summary as JSON")
+    run.add_argument("--max-memory", default=None, help=_MAX_MEMORY_HELP)
     add_common(run)
 
     fig = sub.add_parser("figures", help="make every figure there are results for (PDF + PNG, reproducible bytes)")
@@ -57,11 +67,13 @@ def _parser() -> ArgumentParser:
     fig.add_argument("--out", default="figures",
                      help="figures of <results>/SUB/<experiment>.jsonl go to <out>/SUB/ (default figures)")
     fig.add_argument("--json", action="store_true", help="print the written paths as JSON")
+    fig.add_argument("--max-memory", default=None, help=_MAX_MEMORY_HELP)
 
     bench = sub.add_parser("bench", help="Python loop over models vs batched ensemble: models·steps per second")
     bench.add_argument("--models", type=int, default=64, help="number of small MLPs (default 64)")
     bench.add_argument("--steps", type=int, default=50, help="Adam steps per model (default 50)")
     bench.add_argument("--json", action="store_true", help="print the result as JSON")
+    bench.add_argument("--max-memory", default=None, help=_MAX_MEMORY_HELP)
     add_common(bench)
 
     sub.add_parser("list", help="list the registered experiments")
@@ -86,8 +98,12 @@ def main(argv=None) -> int:
     if args.command == "run":
         from .sweep import run_sweep
 
+        from .registry import check_seeds
+        from .sweep_memory import plan_sweep
+
         experiment = get_experiment(args.experiment)
-        seeds = None if args.seeds is None else check_positive_int(args.seeds, "seeds")
+        seeds = None if args.seeds is None else check_seeds(args.seeds)
+        max_memory = _max_memory(args)
         options = {"first_layer_only": True} if args.first_layer_only else {}
         if args.compat:
             options["compat"] = True
@@ -99,7 +115,8 @@ def main(argv=None) -> int:
                 users = [n for n in experiment_names() if key in inspect.signature(get_experiment(n).configs).parameters]
                 raise ValueError(f"--{key.replace('_', '-')} does not apply to experiment {args.experiment!r}: "
                                  f"allowed only with {', '.join(users)}")
-        configs = experiment.configs(args.scale, seeds, **options)
+        configs = plan_sweep(experiment, args.scale, seeds, options, Path(args.out) / f"{experiment.name}.jsonl",
+                             max_memory).configs
         _set_threads(args.threads)
         device = resolve_device(args.device)
         summary = run_sweep(experiment, configs, Path(args.out), device, resume=args.resume)
@@ -113,12 +130,13 @@ def main(argv=None) -> int:
         from .results import ResultsStore
 
         results_dir, out_dir = Path(args.results), Path(args.out)
+        max_memory = _max_memory(args)
         if not results_dir.is_dir():
             raise FileNotFoundError(f"results directory {str(results_dir)!r} does not exist")
         written: dict[str, list[str]] = {}
         for name in experiment_names():
             for path in _find_results(results_dir, name):
-                records = ResultsStore(path, name).load()
+                records = ResultsStore(path, name).load(max_memory)
                 if records:  # figures go to the results file's place, mirrored under --out
                     target = out_dir / path.parent.relative_to(results_dir)
                     written.setdefault(name, []).extend(str(p) for p in get_experiment(name).figures(records, target))
@@ -139,7 +157,8 @@ def main(argv=None) -> int:
         from .bench import run_bench
 
         _set_threads(args.threads)
-        result = run_bench(resolve_device(args.device), models=args.models, steps=args.steps)
+        result = run_bench(resolve_device(args.device), models=args.models, steps=args.steps,
+                           max_memory=_max_memory(args))
         if args.json:
             print(dumps(result))
         else:

@@ -24,6 +24,7 @@ __all__ = [
     "digits_task",
     "mnist5k_task",
     "cifar_task",
+    "cifar_memory_estimate",
     "RestrictedUnpickler",
     "restricted_load",
     "seeded_split",
@@ -172,16 +173,28 @@ class RestrictedUnpickler(pickle.Unpickler):
 
 
 def restricted_load(path: str | Path) -> dict:
-    """Read one CIFAR python batch file with :class:`RestrictedUnpickler`; keys returned as ``str``."""
-    data = Path(path).read_bytes()
+    """Read one CIFAR python batch file with :class:`RestrictedUnpickler`; keys returned as ``str``.
+
+    Only regular files are read (a FIFO or device is refused before it is opened). A file whose arrays declare
+    more bytes than the file holds (an uninitialized ``numpy.ndarray(shape)`` call) is refused.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: not a regular file: allowed a CIFAR batch file")
+    data = path.read_bytes()
     try:
         obj = RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()
     except pickle.UnpicklingError as exc:
         raise ValueError(f"{path}: {exc}") from None
-    except Exception as exc:  # truncated or not a pickle at all
-        raise ValueError(f"{path}: not a readable CIFAR batch file ({type(exc).__name__}: {exc})") from None
+    except Exception as exc:  # truncated or not a pickle at all (or an allocation the file cannot back)
+        raise ValueError(f"{path}: not a readable CIFAR batch file ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
     if not isinstance(obj, dict):
         raise ValueError(f"{path}: holds a {type(obj).__name__}, allowed a CIFAR batch dict")
+    declared = sum(v.nbytes for v in obj.values() if isinstance(v, np.ndarray))
+    if declared > len(data):
+        raise ValueError(f"{path}: its arrays declare {declared} bytes but the file holds {len(data)}: "
+                         f"allowed arrays stored in the file")
     return {(k.decode("latin1") if isinstance(k, bytes) else str(k)): v for k, v in obj.items()}
 
 
@@ -190,40 +203,98 @@ _CIFAR_FILES = {
     100: (["train"], ["test"], "fine_labels"),
 }
 
+#: Bytes of memory :func:`cifar_task` needs per byte of its batch files: the uint8 pixels of every batch (1),
+#: their concatenation (1) and the float32 images (4); plus, once, twice the largest file while it is read.
+CIFAR_BYTES_PER_FILE_BYTE = 6
 
-def _read_cifar_files(directory: Path, names, label_key) -> tuple[np.ndarray, np.ndarray]:
+
+def _check_labels(labels, path: Path, label_key: str, n: int, classes: int) -> np.ndarray:
+    """Labels as int64, after checking they are ``n`` integers in 0..classes−1 (one-line ValueError otherwise)."""
+    if isinstance(labels, np.ndarray):
+        array = labels
+    elif isinstance(labels, (list, tuple)) and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                                                             for v in labels):
+        try:
+            array = np.asarray(labels, dtype=np.int64)
+        except OverflowError:
+            raise ValueError(f"{path}: {label_key!r} holds an integer beyond 64 bits: "
+                             f"allowed labels 0..{classes - 1}") from None
+    else:
+        raise ValueError(f"{path}: {label_key!r} is a {type(labels).__name__} (or holds non-integers): "
+                         f"allowed a list of integer labels 0..{classes - 1}")
+    if array.ndim != 1 or array.dtype.kind not in "iu":
+        raise ValueError(f"{path}: {label_key!r} has dtype {array.dtype} and shape {array.shape}: allowed a list "
+                         f"of integer labels 0..{classes - 1}")
+    if len(array) != n:
+        raise ValueError(f"{path}: {len(array)} labels for {n} images: allowed one label per image")
+    if n and (array.min() < 0 or array.max() >= classes):
+        bad = array[(array < 0) | (array >= classes)][0]
+        raise ValueError(f"{path}: {label_key!r} holds label {int(bad)}: allowed labels 0..{classes - 1} "
+                         f"(CIFAR-{classes})")
+    return array.astype(np.int64, copy=False)
+
+
+def _read_cifar_files(directory: Path, names, label_key, classes: int) -> tuple[np.ndarray, np.ndarray]:
     xs, ys = [], []
     for name in names:
-        batch = restricted_load(directory / name)
+        path = directory / name
+        batch = restricted_load(path)
         if "data" not in batch or label_key not in batch:
-            raise ValueError(f"{directory / name}: missing key 'data' or {label_key!r}: not a CIFAR batch file")
-        data = np.asarray(batch["data"], dtype=np.uint8)
-        labels = np.asarray(batch[label_key], dtype=np.int64)
-        if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
-            raise ValueError(f"{directory / name}: data has shape {data.shape} and {len(labels)} labels: "
-                             f"allowed (N, 3072) with N labels")
+            raise ValueError(f"{path}: missing key 'data' or {label_key!r}: not a CIFAR batch file")
+        data = batch["data"]
+        if not isinstance(data, np.ndarray) or data.dtype != np.uint8:
+            kind = f"dtype {data.dtype}" if isinstance(data, np.ndarray) else f"type {type(data).__name__}"
+            raise ValueError(f"{path}: 'data' has {kind}: allowed a uint8 array of pixels 0..255")
+        if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or data.shape[0] < 1:
+            raise ValueError(f"{path}: 'data' has shape {data.shape}: allowed (N, 3072) with N >= 1 images")
+        ys.append(_check_labels(batch[label_key], path, label_key, data.shape[0], classes))
         xs.append(data.reshape(-1, 3, 32, 32))
-        ys.append(labels)
     return np.concatenate(xs), np.concatenate(ys)
 
 
-def cifar_task(directory: str | Path, classes: int = 10) -> Dataset:
-    """CIFAR-10 (``data_batch_1..5``, ``test_batch``) or CIFAR-100 (``train``, ``test``) from ``directory``.
-
-    Images as float32 in [0, 1], shape (N, 3, 32, 32); the official train/test split. A missing directory or
-    batch file raises ``FileNotFoundError`` naming it; nothing is downloaded.
-    """
+def _cifar_files(directory: str | Path, classes: int) -> tuple[Path, list[str], list[str], str]:
     if classes not in _CIFAR_FILES:
         raise ValueError(f"classes={classes!r} is unknown: allowed 10 or 100")
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"CIFAR directory {str(directory)!r} does not exist")
     train_names, test_names, label_key = _CIFAR_FILES[classes]
-    missing = [n for n in train_names + test_names if not (directory / n).is_file()]
+    missing = [n for n in train_names + test_names if not (directory / n).exists()]
     if missing:
         raise FileNotFoundError(f"CIFAR-{classes} directory {str(directory)!r} lacks batch file(s): {', '.join(missing)}")
-    x_train, y_train = _read_cifar_files(directory, train_names, label_key)
-    x_test, y_test = _read_cifar_files(directory, test_names, label_key)
+    for n in train_names + test_names:
+        if not (directory / n).is_file():
+            raise ValueError(f"{directory / n}: not a regular file: allowed a CIFAR batch file")
+    return directory, train_names, test_names, label_key
+
+
+def cifar_memory_estimate(directory: str | Path, classes: int = 10) -> int:
+    """Bytes :func:`cifar_task` will need for the batch files in ``directory`` (from their sizes, before reading):
+    :data:`CIFAR_BYTES_PER_FILE_BYTE` per file byte plus twice the largest file."""
+    directory, train_names, test_names, _ = _cifar_files(directory, classes)
+    sizes = [(directory / n).stat().st_size for n in train_names + test_names]
+    return CIFAR_BYTES_PER_FILE_BYTE * sum(sizes) + 2 * max(sizes)
+
+
+def cifar_task(directory: str | Path, classes: int = 10, max_memory: int | None = None) -> Dataset:
+    """CIFAR-10 (``data_batch_1..5``, ``test_batch``) or CIFAR-100 (``train``, ``test``) from ``directory``.
+
+    Images as float32 in [0, 1], shape (N, 3, 32, 32); the official train/test split. A missing directory or
+    batch file raises ``FileNotFoundError`` naming it; nothing is downloaded. Before reading, the memory the
+    files need (:func:`cifar_memory_estimate`) is checked against ``max_memory`` (default: a fraction of the
+    available memory). Every batch must hold a uint8 ``data`` array of shape (N, 3072) and N integer labels in
+    0..classes−1; anything else is a one-line ``ValueError`` naming the file and the problem.
+    """
+    from theory.memory import check_memory
+
+    directory, train_names, test_names, label_key = _cifar_files(directory, classes)
+    check_memory(cifar_memory_estimate(directory, classes), f"reading CIFAR-{classes} from {str(directory)!r}",
+                 max_memory)
+    x_train, y_train = _read_cifar_files(directory, train_names, label_key, classes)
+    x_test, y_test = _read_cifar_files(directory, test_names, label_key, classes)
     scale = np.float32(1.0 / 255.0)
-    return Dataset(f"cifar{classes}", "classification", x_train.astype(np.float32) * scale, y_train,
-                   x_test.astype(np.float32) * scale, y_test, classes)
+    x_train = x_train.astype(np.float32)
+    x_train *= scale
+    x_test = x_test.astype(np.float32)
+    x_test *= scale
+    return Dataset(f"cifar{classes}", "classification", x_train, y_train, x_test, y_test, classes)

@@ -15,9 +15,20 @@ from typing import Callable, Protocol
 
 from theory.validation import check_choice, check_positive_int
 
-__all__ = ["Experiment", "ScaledSweep", "SCALES", "experiment_names", "get_experiment"]
+__all__ = ["Experiment", "MAX_SEEDS", "ScaledSweep", "SCALES", "check_seeds", "experiment_names", "get_experiment"]
 
 SCALES = ("smoke", "default", "paper")
+
+#: Upper bound on the number of seeds of one sweep (the paper uses 3; more than this is a typo, not a plan).
+MAX_SEEDS = 1000
+
+
+def check_seeds(seeds) -> int:
+    """``seeds`` as an int in 1..:data:`MAX_SEEDS` (one-line ValueError otherwise)."""
+    seeds = check_positive_int(seeds, "seeds")
+    if seeds > MAX_SEEDS:
+        raise ValueError(f"seeds={seeds} is out of range: allowed 1..{MAX_SEEDS} seeds per sweep")
+    return seeds
 
 _EXPERIMENTS = {
     "e1": "experiments.e1_three_layer:EXPERIMENT",
@@ -51,7 +62,7 @@ class ScaledSweep:
         """The settings of ``scale`` and the number of seeds (the scale's own unless ``seeds`` is given)."""
         check_choice(scale, "scale", self.scales)
         s = self.scale_settings[scale]
-        return s, (s["seeds"] if seeds is None else check_positive_int(seeds, "seeds"))
+        return s, (s["seeds"] if seeds is None else check_seeds(seeds))
 
 
 def experiment_names() -> tuple[str, ...]:

@@ -45,6 +45,7 @@ def run_sweep(experiment: Experiment, configs: list[dict], out_dir, device, *, r
     Without ``resume`` an existing results file with finished runs is refused (nothing is overwritten).
     """
     store = ResultsStore(results_path(out_dir, experiment.name), experiment.name)
+    lock = store.lock()  # noqa: F841 - exclusive writer lock on the results file, held until run_sweep ends
     finished = store.finished_keys()
     if finished and not resume:
         raise ValueError(f"results file {str(store.path)!r} already holds {len(finished)} finished runs: "

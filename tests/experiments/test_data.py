@@ -109,3 +109,93 @@ def test_cifar_directory_missing_files(tmp_path):
     (tmp_path / "junk").write_bytes(b"not a pickle")
     with pytest.raises(ValueError, match="junk"):
         restricted_load(tmp_path / "junk")
+
+
+# ------------------------------------------------------------------ damaged or hostile CIFAR batch files
+
+def _tiny_cifar10(tmp_path, train_data=None, train_labels=None):
+    """A CIFAR-10 directory of tiny batches; ``data_batch_1`` gets ``train_data``/``train_labels`` if given."""
+    rng = np.random.default_rng(2)
+    for i in range(1, 6):
+        _write_batch(tmp_path / f"data_batch_{i}", 3, "labels", rng, False)
+    _write_batch(tmp_path / "test_batch", 2, "labels", rng, False)
+    batch = {"data": rng.integers(0, 256, size=(3, 3072), dtype=np.uint8), "labels": [1, 2, 3]}
+    if train_data is not None:
+        batch["data"] = train_data
+    if train_labels is not None:
+        batch["labels"] = train_labels
+    with open(tmp_path / "data_batch_1", "wb") as fh:
+        pickle.dump(batch, fh, protocol=2)
+    return tmp_path
+
+
+@pytest.mark.parametrize("data, labels, needle", [
+    (None, [1, 99, 3], "holds label 99: allowed labels 0..9"),
+    (None, [1, -1, 3], "holds label -1"),
+    (None, [1, 2], "2 labels for 3 images"),
+    (None, [1.0, 2.0, 3.0], "allowed a list of integer labels"),
+    (None, ["a", "b", "c"], "allowed a list of integer labels"),
+    (None, [1, 2, 2**70], "holds an integer beyond 64 bits"),
+    (None, np.array([0.5, 1.0, 2.0]), "has dtype float64"),
+    (np.full((3, 3072), 1e9), None, "'data' has dtype float64: allowed a uint8 array"),
+    (np.zeros((3, 3072), dtype=np.float32), None, "'data' has dtype float32"),
+    (np.zeros((3, 3072), dtype=np.int64), None, "'data' has dtype int64"),
+    (np.zeros((3, 1000), dtype=np.uint8), None, "'data' has shape (3, 1000)"),
+    (np.zeros((3, 3, 32, 32), dtype=np.uint8), None, "'data' has shape (3, 3, 32, 32)"),
+    ([[0] * 3072] * 3, None, "'data' has type list"),
+])
+def test_damaged_cifar_batch_is_refused_naming_file_and_problem(tmp_path, data, labels, needle):
+    directory = _tiny_cifar10(tmp_path, data, labels)
+    with pytest.raises(ValueError) as info:
+        cifar_task(directory, 10)
+    message = str(info.value)
+    assert needle in message and "data_batch_1" in message and "\n" not in message
+
+
+def test_cifar100_labels_beyond_100_are_refused(tmp_path):
+    rng = np.random.default_rng(3)
+    _write_batch(tmp_path / "test", 2, "fine_labels", rng, False)
+    with open(tmp_path / "train", "wb") as fh:
+        pickle.dump({"data": np.zeros((2, 3072), np.uint8), "fine_labels": [5, 100]}, fh, protocol=2)
+    with pytest.raises(ValueError, match="holds label 100: allowed labels 0..99"):
+        cifar_task(tmp_path, 100)
+
+
+class _HugeArray:
+    """Pickles as ``numpy.ndarray((n,))``: an uninitialized array the file does not hold."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def __reduce__(self):
+        return (np.ndarray, ((self.n,), np.uint8))
+
+
+def test_array_larger_than_its_file_is_refused(tmp_path):
+    with open(tmp_path / "bomb", "wb") as fh:
+        pickle.dump({"data": _HugeArray(2**33)}, fh, protocol=2)  # 8 GiB declared, never touched
+    with pytest.raises(ValueError, match="bomb"):
+        restricted_load(tmp_path / "bomb")
+
+
+def test_cifar_memory_guard_refuses_before_reading(tmp_path):
+    from experiments.data import cifar_memory_estimate
+    from theory.memory import MemoryBudgetError
+
+    directory = _tiny_cifar10(tmp_path)
+    sizes = [(directory / n).stat().st_size for n in
+             ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"]]
+    assert cifar_memory_estimate(directory, 10) == 6 * sum(sizes) + 2 * max(sizes)
+    with pytest.raises(MemoryBudgetError, match="reading CIFAR-10 .* raise --max-memory"):
+        cifar_task(directory, 10, max_memory=1000)
+    assert cifar_task(directory, 10, max_memory=10**8).x_train.shape == (15, 3, 32, 32)
+
+
+def test_fifo_batch_file_is_refused_without_blocking(tmp_path):
+    directory = _tiny_cifar10(tmp_path)
+    (directory / "test_batch").unlink()
+    os.mkfifo(directory / "test_batch")
+    with pytest.raises(ValueError, match="test_batch: not a regular file"):
+        cifar_task(directory, 10)
+    with pytest.raises(ValueError, match="not a regular file"):
+        restricted_load(directory / "test_batch")

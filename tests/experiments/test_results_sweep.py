@@ -62,19 +62,20 @@ def test_append_load_and_foreign_experiment(tmp_path):
 def test_corrupt_last_line_is_ignored_then_cut(tmp_path):
     path = tmp_path / "x.jsonl"
     store = ResultsStore(path, "fake")
-    store.append(ResultsStore.make_record("fake", {"i": 1}, {}, "cpu", 0))
+    store.append(ResultsStore.make_record("fake", {"i": 1}, {"m": 1}, "cpu", 0))
     with open(path, "ab") as fh:
         fh.write(b'{"experiment": "fake", "key": "trunc')  # a write interrupted mid-line
     fresh = ResultsStore(path, "fake")
     with pytest.warns(ResultsWarning, match="corrupt last line 2"):
         assert len(fresh.load()) == 1
-    fresh.append(ResultsStore.make_record("fake", {"i": 2}, {}, "cpu", 0))
+    fresh.append(ResultsStore.make_record("fake", {"i": 2}, {"m": 2}, "cpu", 0))
     assert [r["config"]["i"] for r in _lines(path)] == [1, 2]
 
 
 def test_corrupt_middle_line_is_refused(tmp_path):
     path = tmp_path / "x.jsonl"
-    path.write_text('{"experiment": "fake", "key": "a"}\nnot json\n{"experiment": "fake", "key": "b"}\n')
+    good = [json.dumps(ResultsStore.make_record("fake", {"i": i}, {"m": i}, "cpu", 0)) for i in (1, 2)]
+    path.write_text(good[0] + "\nnot json\n" + good[1] + "\n")
     with pytest.raises(ValueError, match="corrupt line 2"):
         ResultsStore(path, "fake").load()
 

@@ -1,0 +1,116 @@
+"""The construct memory guard (construct.footprint), overflow-safe source sizes, and the CLI refusals of issue 13
+class 1 / issue 15 item 6: one line, exit 2, naming the estimate and the flag; nothing drawn, no file written."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from construct.footprint import (BASE_BYTES, BLOCK_BYTES, PER_UNIT, PER_WEIGHT, check_build_memory,
+                                 estimate_build_bytes, source_size)
+from construct.strong import build_strong_ticket, check_max_source_params
+from construct.targets import random_target
+from construct.weak import build_weak_ticket
+from theory.memory import MemoryBudgetError
+
+
+def _cli(*args, timeout=120):
+    return subprocess.run([sys.executable, "-m", "construct", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_source_size_is_exact_and_refuses_overflow():
+    assert source_size([3, 5, 2]) == (3 * 5 + 5 * 2, 7)
+    big = 2**40
+    assert source_size([big, 3]) == (3 * big, 3)  # exact integers, no float rounding
+    with pytest.raises(ValueError, match="2\\^63 weights"):
+        source_size([big, big])  # 2^80 weights
+    with pytest.raises(ValueError, match="2\\^63 units"):
+        source_size([3, 2**64, 2])
+
+
+def test_estimate_follows_the_model_and_the_weight_dtype():
+    widths = [10, 1000, 20]
+    W, U = source_size(widths)
+    for c in ("weak", "l+1", "2l"):
+        e4 = estimate_build_bytes(c, widths, weight_bytes=4, threads=1)
+        e8 = estimate_build_bytes(c, widths, weight_bytes=8, threads=1)
+        materialized = c != "2l"
+        assert e8 - e4 == pytest.approx(4 * W if materialized else 0.0)
+        assert e4 == pytest.approx(PER_WEIGHT[c] * W + (4 * W if materialized else 0) + PER_UNIT[c] * U
+                                   + BLOCK_BYTES + BASE_BYTES)
+        assert estimate_build_bytes(c, widths, threads=3) - estimate_build_bytes(c, widths, threads=1) == 2 * BLOCK_BYTES
+        saved = estimate_build_bytes(c, widths, weight_bytes=8, save=True) - estimate_build_bytes(c, widths, weight_bytes=8)
+        assert saved == pytest.approx(9 * W + 17 * U)
+
+
+def test_check_build_memory_names_estimate_and_flag():
+    with pytest.raises(MemoryBudgetError) as err:
+        check_build_memory("2l", [784, 10**7, 300], budget=10**6)
+    msg = str(err.value)
+    assert "--max-memory" in msg and "needs about" in msg and "strong 2L" in msg and "\n" not in msg
+    assert check_build_memory("2l", [3, 10, 2], budget=2**40) > 0
+
+
+def test_library_refuses_before_drawing(monkeypatch):
+    import construct.strong as strong
+    import construct.weak as weak
+
+    def boom(*a, **k):  # the guard must act before anything is drawn
+        raise AssertionError("source drawn")
+
+    monkeypatch.setattr(strong, "sample_source", boom)
+    monkeypatch.setattr(weak, "sample_source", boom)
+    target = random_target((3, 2), 0)
+    with pytest.raises(MemoryBudgetError, match="max-memory"):
+        build_strong_ticket(target, 0.5, 0.1, 0, eps=0.05, max_memory=10**6)
+    with pytest.raises(MemoryBudgetError, match="max-memory"):
+        build_weak_ticket(target, 0.5, 0.1, 0, max_memory=10**6)
+    with pytest.raises(ValueError, match="max-source-params"):
+        build_strong_ticket(target, 0.5, 0.1, 0, eps=0.05, max_source_params=10)
+
+
+@pytest.mark.parametrize("value, expected", [(None, None), (float("inf"), None), (4e8, 400_000_000), (7, 7)])
+def test_max_source_params_values(value, expected):
+    assert check_max_source_params(value) == expected
+
+
+@pytest.mark.parametrize("value", [float("nan"), 0, 0.5, -1, float("-inf"), "4e8", True])
+def test_max_source_params_refused(value):
+    with pytest.raises(ValueError, match="max_source_params"):
+        check_max_source_params(value)
+
+
+@pytest.mark.parametrize("args, fragments", [
+    # issue 13 class 1: the weak source of 784-300-100-10 at density 0.1 (1.8e11 weights)
+    (["weak", "--target", "random:784,300,100,10", "--density", "0.1", "--seed", "2"], ["needs about", "--max-memory"]),
+    (["weak", "--target", "random:3,2", "--width-multiplier", "1e6"], ["needs about", "--max-memory"]),
+    # the 1.1e8-weight 2L source of issue 15 item 6, under an explicit budget
+    (["strong", "--target", "random:4,3,2", "--density", "0.01", "--eps", "0.05", "--seed", "3", "--max-memory", "200M"],
+     ["needs about", "--max-memory", "1.15e+08 weights"]),
+    (["strong", "--target", "random:4,3,2", "--density", "0.01", "--eps", "0.05", "--construction", "l+1",
+      "--max-source-params", "1e13"], ["needs about", "--max-memory"]),
+    (["strong", "--target", "random:3,2", "--eps", "0.05", "--width-multiplier", "1e308"], ["2^63 units"]),
+    (["weak", "--target", "random:3,2", "--width-multiplier", "1e308"], ["2^63 units"]),
+    (["strong", "--target", "random:3,2", "--eps", "0.05", "--max-source-params", "nan"], ["max_source_params"]),
+    (["strong", "--target", "random:3,2", "--eps", "0.05", "--max-source-params", "10"], ["--max-source-params"]),
+    (["strong", "--target", "random:3,2", "--eps", "0.05", "--max-memory", "0"], ["max_memory"]),
+    (["weak", "--target", "random:3,2", "--max-memory", "lots"], ["max_memory"]),
+    (["bench", "--skip-solver", "--max-memory", "100M"], ["needs about", "--max-memory"]),
+    (["bench", "--memory", "--max-memory", "100M"], ["needs about", "--max-memory"]),
+])
+def test_cli_refuses_in_one_line(tmp_path, args, fragments):
+    out = [] if args[0] == "bench" else ["--out", str(tmp_path / "t.npz")]
+    r = _cli(*args, *out)
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    for fragment in fragments:
+        assert fragment in r.stderr, r.stderr
+    assert r.stdout == ""
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_max_source_params_inf_means_no_cap():
+    r = _cli("strong", "--target", "random:3,2", "--density", "0.5", "--eps", "0.05", "--max-source-params", "inf",
+             "--progress", "none")
+    assert r.returncode == 0, r.stderr

@@ -4,7 +4,7 @@
 Model (per construction c, source widths n_{S,0..L_S}, W = Σ_l n_{S,l}·n_{S,l−1} source weights, U = Σ_{l≥1} n_{S,l}
 source units, weights of b bytes each, T drawing threads):
 
-    bytes ≈ PER_WEIGHT[c] · W + MATERIALIZED[c] · b · W + PER_UNIT[c] · U + T · BLOCK_BYTES + BASE_BYTES
+    bytes ≈ PER_WEIGHT[c] · W + MATERIALIZED[c] · b · W + PER_UNIT[c] · U + T · BLOCK_BYTES + BASE_BYTES[c]
             (+ (b + 1) · W + 17 · U when the ticket is saved: the file holds the source's weights and mask)
 
 - weak and L+1 materialize the source (its weights: b bytes, and its mask: 1 byte per weight), the kept sub-mask
@@ -14,8 +14,14 @@ source units, weights of b bytes each, T drawing threads):
   weight) plus per-unit arrays (roles 17 bytes, biases, the intermediate layer's weights and candidate groups);
 - every drawing thread holds one block of 2^22 entries (float32 weights, float64 uniforms, bool mask) at a time.
 
-The constants are upper bounds of what ``python -m construct bench --memory`` measured (peak RSS above the RSS
-before the build, each configuration in a fresh process; table in construct/README.md), rounded up.
+The constants were chosen from what ``python -m construct bench --memory`` measured (peak RSS above the RSS before
+the build, each configuration in a fresh process; table in construct/README.md) so that the estimate covers every
+measured configuration (estimate / measured between 1.1 and 3.6 on 2 threads, 1.25 for the 2L row re-run with 16
+drawing threads); rerun that command after changing a construction and adjust them.
+
+The weights' size b is an input (:func:`source_weight_bytes`: the itemsize of ``construct.source.WEIGHT_DTYPE``
+where that module defines it, float32 otherwise), so a source stored in float64 is estimated at 8 bytes per weight
+for the constructions that hold it (weak, L+1) and when a ticket is saved.
 """
 from __future__ import annotations
 
@@ -26,16 +32,18 @@ from theory.memory import check_memory, format_bytes
 __all__ = ["PER_WEIGHT", "MATERIALIZED", "PER_UNIT", "BLOCK_BYTES", "BASE_BYTES", "MEASURED_BY", "source_size",
            "estimate_build_bytes", "check_build_memory", "source_weight_bytes"]
 
-#: bytes per source weight besides the weights themselves (measured; see module docstring)
-PER_WEIGHT = {"weak": 12.0, "l+1": 3.0, "2l": 1.1}
+#: bytes per source weight besides the weights themselves (weak: mask 1, kept 1, the ticket's float64 weights 8, and
+#: temporaries; L+1: mask 1, kept 1, temporaries; 2L: kept 1 and temporaries — the source is never materialized)
+PER_WEIGHT = {"weak": 12.0, "l+1": 6.0, "2l": 1.2}
 #: 1 where the build holds the source's weights (b bytes each) in memory, 0 where it draws them block by block
 MATERIALIZED = {"weak": 1, "l+1": 1, "2l": 0}
-#: bytes per source unit (measured; roles, biases, per-unit temporaries)
-PER_UNIT = {"weak": 120.0, "l+1": 120.0, "2l": 90.0}
-#: bytes one drawing thread holds: a block of 2^22 entries (float32 weights, float64 uniforms, bool mask) + copies
-BLOCK_BYTES = 96 * 2**20
-#: the build's fixed cost above the imported modules (solver compilation, sparse certificate of the target, …)
-BASE_BYTES = 320 * 2**20
+#: bytes per source unit (roles 17, biases, the effective layers' biases, 2L's intermediate a_u and groups)
+PER_UNIT = {"weak": 64.0, "l+1": 64.0, "2l": 20.0}
+#: bytes one drawing thread holds at a time: a block of 2^22 entries (float32 weights, float64 uniforms, bool mask)
+BLOCK_BYTES = 64 * 2**20
+#: fixed cost of a build above the imported modules: the sampled error's activations (≤ 2^24 float64 per array),
+#: and for the strong constructions the compiled solver and its batches (≤ 2^23 candidates per call)
+BASE_BYTES = {"weak": 300 * 2**20, "l+1": 300 * 2**20, "2l": 520 * 2**20}
 MEASURED_BY = "python -m construct bench --memory"
 
 _MAX_UNITS = 2**63
@@ -78,7 +86,7 @@ def estimate_build_bytes(construction: str, widths, *, weight_bytes: int = 4, th
     est = (PER_WEIGHT[construction] + MATERIALIZED[construction] * weight_bytes) * W + PER_UNIT[construction] * U
     if save:
         est += (weight_bytes + 1) * W + 17 * U
-    est += max(1, int(threads)) * BLOCK_BYTES + BASE_BYTES
+    est += max(1, int(threads)) * BLOCK_BYTES + BASE_BYTES[construction]
     return float(est) if est < 2.0**1000 else math.inf
 
 

@@ -38,7 +38,7 @@ def test_estimate_follows_the_model_and_the_weight_dtype():
         materialized = c != "2l"
         assert e8 - e4 == pytest.approx(4 * W if materialized else 0.0)
         assert e4 == pytest.approx(PER_WEIGHT[c] * W + (4 * W if materialized else 0) + PER_UNIT[c] * U
-                                   + BLOCK_BYTES + BASE_BYTES)
+                                   + BLOCK_BYTES + BASE_BYTES[c])
         assert estimate_build_bytes(c, widths, threads=3) - estimate_build_bytes(c, widths, threads=1) == 2 * BLOCK_BYTES
         saved = estimate_build_bytes(c, widths, weight_bytes=8, save=True) - estimate_build_bytes(c, widths, weight_bytes=8)
         assert saved == pytest.approx(9 * W + 17 * U)
@@ -99,18 +99,71 @@ def test_max_source_params_refused(value):
     (["bench", "--skip-solver", "--max-memory", "100M"], ["needs about", "--max-memory"]),
     (["bench", "--memory", "--max-memory", "100M"], ["needs about", "--max-memory"]),
 ])
-def test_cli_refuses_in_one_line(tmp_path, args, fragments):
+def test_cli_refuses_in_one_line(tmp_path, capsys, args, fragments):
+    from construct.__main__ import main
+    from theory.cli import run_main
+
     out = [] if args[0] == "bench" else ["--out", str(tmp_path / "t.npz")]
-    r = _cli(*args, *out)
-    assert r.returncode == 2, r.stderr
-    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    try:
+        rc = run_main(main, [*args, *out])
+    except SystemExit as exc:  # argparse
+        rc = exc.code
+    err = capsys.readouterr()
+    assert rc == 2, err.err
+    assert len(err.err.strip().splitlines()) == 1, err.err
     for fragment in fragments:
-        assert fragment in r.stderr, r.stderr
-    assert r.stdout == ""
+        assert fragment in err.err, err.err
+    assert err.out == ""
     assert list(tmp_path.iterdir()) == []
 
 
-def test_cli_max_source_params_inf_means_no_cap():
-    r = _cli("strong", "--target", "random:3,2", "--density", "0.5", "--eps", "0.05", "--max-source-params", "inf",
-             "--progress", "none")
-    assert r.returncode == 0, r.stderr
+def test_cli_subprocess_refusal_of_issue_13(tmp_path):
+    """End to end: the case that died with numpy's _ArrayMemoryError is one line, exit 2."""
+    r = _cli("weak", "--target", "random:784,300,100,10", "--density", "0.1", "--seed", "2",
+             "--out", str(tmp_path / "w.npz"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert "needs about" in r.stderr and "--max-memory" in r.stderr and r.stdout == ""
+    assert list(tmp_path.iterdir()) == []
+
+
+def _run(argv, capsys):
+    from construct.__main__ import main
+    from theory.cli import run_main
+
+    rc = run_main(main, argv)
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def test_cli_max_source_params_inf_means_no_cap(capsys):
+    rc, out, err = _run(["strong", "--target", "random:3,2", "--density", "0.5", "--eps", "0.05",
+                         "--max-source-params", "inf", "--progress", "none", "--samples", "64"], capsys)
+    assert rc == 0 and "success True" in out and err == ""
+
+
+@pytest.mark.parametrize("command", [["strong", "--eps", "0.05"], ["strong", "--eps", "0.05", "--construction", "l+1"],
+                                     ["weak"]])
+def test_progress_on_stderr_only(capsys, command):
+    base = [command[0], "--target", "random:3,4,2", "--density", "0.5", "--seed", "1", "--samples", "64",
+            *command[1:]]
+    rc, out_none, err_none = _run([*base, "--progress", "none"], capsys)
+    assert rc == 0 and err_none == ""
+    rc, out_lines, err_lines = _run([*base, "--progress", "lines"], capsys)
+    assert rc == 0
+    lines = err_lines.strip().splitlines()
+    assert len(lines) == 2 + 2  # target layers 2 and 1, certificate, sampled error
+    assert lines[0].startswith(f"construct {command[0]}: [1/4] target layer ")
+    assert lines[1].startswith(f"construct {command[0]}: [2/4] target layer ")
+    assert "certificate" in lines[2] and "sampled error" in lines[3]
+    rc, out_auto, err_auto = _run([*base, "--progress", "auto"], capsys)  # stderr is not a terminal here: lines
+    assert rc == 0 and len(err_auto.strip().splitlines()) == 4
+    rc, out_bar, err_bar = _run([*base, "--progress", "bar"], capsys)
+    assert rc == 0 and f"construct {command[0]}" in err_bar and "0/4" in err_bar  # a tqdm bar
+    strip = lambda text: "\n".join(l for l in text.splitlines() if "s\n" not in l and not l.strip().startswith("success"))
+    assert strip(out_none) == strip(out_lines) == strip(out_auto) == strip(out_bar)  # the timing line differs
+
+
+def test_progress_choice_validated(capsys):
+    with pytest.raises(SystemExit) as exc:
+        _run(["weak", "--target", "random:3,2", "--progress", "loud"], capsys)
+    assert exc.value.code == 2

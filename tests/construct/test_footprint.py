@@ -84,7 +84,9 @@ def test_max_source_params_refused(value):
 @pytest.mark.parametrize("args, fragments", [
     # issue 13 class 1: the weak source of 784-300-100-10 at density 0.1 (1.8e11 weights)
     (["weak", "--target", "random:784,300,100,10", "--density", "0.1", "--seed", "2"], ["needs about", "--max-memory"]),
-    (["weak", "--target", "random:3,2", "--width-multiplier", "1e6"], ["needs about", "--max-memory"]),
+    # 5.1e8 weights, about 8 GB: refused under an explicit budget whatever the machine has available
+    (["weak", "--target", "random:3,2", "--width-multiplier", "1e6", "--max-memory", "2G"],
+     ["needs about", "over the budget of 2 GiB", "--max-memory"]),
     # the 1.1e8-weight 2L source of issue 15 item 6, under an explicit budget
     (["strong", "--target", "random:4,3,2", "--density", "0.01", "--eps", "0.05", "--seed", "3", "--max-memory", "200M"],
      ["needs about", "--max-memory", "1.15e+08 weights"]),

@@ -55,13 +55,16 @@ def _diagonal(layer, nin: int, k: int):
     """(a_u float32, M[u, j] bool) for the intermediate units u = j·k + m < nin·k of a 2L intermediate source layer
     (column j = u // k), gathered in block-aligned chunks of about 2^21 units so that the index arrays stay small."""
     n = nin * k
-    a = np.empty(n, dtype=np.float32)
+    a = None  # in the source's weight dtype (float32 today)
     usable = np.empty(n, dtype=bool)
     chunk = layer.rows_per_block * max(1, _DIAGONAL_CHUNK // layer.rows_per_block)
     for u0 in range(0, n, chunk):
         u = np.arange(u0, min(n, u0 + chunk), dtype=np.int64)
-        a[u0:u0 + u.size], usable[u0:u0 + u.size] = layer.gather(u, u // k)
-    return a, usable
+        w, usable[u0:u0 + u.size] = layer.gather(u, u // k)
+        if a is None:
+            a = np.empty(n, dtype=w.dtype)
+        a[u0:u0 + u.size] = w
+    return (np.empty(0, dtype=np.float32) if a is None else a), usable
 
 
 def _sign_groups(a32, usable, nin: int, k: int, sign: float, q: int, P: int) -> np.ndarray:
@@ -106,7 +109,8 @@ def build_2l(target: Target, source: Source, groups: dict, instance_eps, caps, *
         roles[2 * t - 1].index[:] = rows
         # a_u and "usable" (M[u, j] = 1) of the intermediate units u = j·k + m: the layer's "diagonal" entries
         a32, usable = _diagonal(inter_layer, nin, k)
-        scale = np.zeros(out_layer.shape[1], dtype=np.float32)  # |a_u| (float32, exact), β_u on the bias group
+        # |a_u| and β_u on the bias group, in the source's dtype (exact; cast to float64 by the solver's gather)
+        scale = np.zeros(out_layer.shape[1], dtype=np.result_type(a32.dtype, inter_layer.bias.dtype))
         np.abs(a32, out=scale[: nin * k])
         grp, tj, ts = [], [], []
         for sign in ((1.0, -1.0) if t == 1 else (1.0,)):
@@ -127,7 +131,7 @@ def build_2l(target: Target, source: Source, groups: dict, instance_eps, caps, *
         BA = inter_layer.bias
         if g0 and bt.any():
             beta = BA[b0].astype(np.float64)
-            scale[b0] = np.maximum(BA[b0], np.float32(0.0))
+            scale[b0] = np.maximum(BA[b0], 0)
             bias_ids = _padded_parts(b0, beta > 0, P)
             e = solve_grouped(out_layer, rows, bias_ids, scale, np.repeat(bt[:, None] / P, P, axis=1), eps_t / P,
                               caps[t - 1]["bias"], kept[2 * t - 1])

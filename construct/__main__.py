@@ -162,12 +162,25 @@ def _print_ticket(report, out):
         print(f"  written to {out}")
 
 
+def _check_out_directory(path) -> None:
+    """Refuse (one line) an --out whose directory does not exist or cannot be written, before building."""
+    import os
+
+    parent = os.path.dirname(os.path.abspath(str(path)))
+    if not os.path.isdir(parent):
+        raise ValueError(f"out={str(path)!r}: the directory {parent} does not exist or is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"out={str(path)!r}: the directory {parent} is not writable")
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.command in ("strong", "weak"):
         check_positive_int(args.samples, "samples")
         max_memory = None if args.max_memory is None else parse_memory(args.max_memory, "max_memory")
         target, density, box = _resolve_densities(args, args.construction if args.command == "strong" else "weak")
+        if args.out:
+            _check_out_directory(args.out)  # before a long build, not after it
         progress = make_progress(args.progress, f"construct {args.command}")
         try:
             if args.command == "strong":

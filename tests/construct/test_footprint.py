@@ -169,3 +169,11 @@ def test_progress_choice_validated(capsys):
     with pytest.raises(SystemExit) as exc:
         _run(["weak", "--target", "random:3,2", "--progress", "loud"], capsys)
     assert exc.value.code == 2
+
+
+def test_out_directory_checked_before_building(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    for out in (tmp_path / "missing" / "t.npz", blocker / "t.npz"):
+        rc, stdout, err = _run(["weak", "--target", "random:3,2", "--out", str(out), "--progress", "lines"], capsys)
+        assert rc == 2 and stdout == "" and len(err.strip().splitlines()) == 1 and "out=" in err

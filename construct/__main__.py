@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import sys
 
+from construct.progress import make_progress
 from theory.cli import ArgumentParser, dumps, run_main
+from theory.memory import parse_memory
 from theory.validation import check_open_unit, check_positive_int, check_positive_real
 
 __all__ = ["main"]
@@ -62,6 +64,13 @@ def _common(p):
     p.add_argument("--samples", type=int, default=2048, help="random inputs for the sampled error (default 2048)")
     p.add_argument("--out", help="write the ticket to this .npz file (atomic; no pickle)")
     p.add_argument("--json", action="store_true", help="print one JSON document instead of the text summary")
+    p.add_argument("--max-memory", default=None,
+                   help="memory budget of the build, bytes or a size such as 8G or 512M (default 80%% of the available "
+                        "memory): the build is refused before anything is allocated when its estimate "
+                        "(construct/footprint.py, measured per source weight and unit) is larger")
+    p.add_argument("--progress", default="auto", choices=("auto", "bar", "lines", "none"),
+                   help="per-layer progress on stderr: a bar, plain lines, or none (default auto: a bar when stderr "
+                        "is a terminal, lines otherwise); stdout is the same either way")
 
 
 def build_parser() -> ArgumentParser:
@@ -81,9 +90,8 @@ def build_parser() -> ArgumentParser:
     s.add_argument("--construction", default="2l", choices=("l+1", "2l"),
                    help="l+1 (depth L+1, after Burkholz 2022) or 2l (depth 2L, after Pensia et al. 2020); default 2l")
     s.add_argument("--max-source-params", type=float, default=4e8,
-                   help="refuse sources with more weights than this (memory guard; default 4e8). Memory per source "
-                        "weight: about 1 byte for 2l (the source is drawn block by block, the ticket keeps one bool "
-                        "per weight), about 6 bytes for l+1 (materialized source)")
+                   help="refuse sources with more weights than this (a size and run-time cap; default 4e8, inf for "
+                        "no cap). Memory is guarded separately by --max-memory")
     w = sub.add_parser("weak", help="build a weak ticket (weights set on a sub-mask)",
                        description="Build a weak ticket (MATH.md §4): exact representation inside an ER source.")
     _common(w)
@@ -114,9 +122,16 @@ def build_parser() -> ArgumentParser:
     b.add_argument("--width-multiplier", type=float, default=1.0,
                    help="ticket part: multiply theory's widths (default 1: theory's widths, a 2.2e9-weight source "
                         "drawn block by block; about 3 GB)")
+    b.add_argument("--max-memory", default=None,
+                   help="memory budget, bytes or a size such as 8G (default 80%% of the available memory): the ticket "
+                        "part, and every --memory configuration, is refused beforehand when its estimate is larger")
     skip = b.add_mutually_exclusive_group()
     skip.add_argument("--skip-solver", action="store_true", help="only time the ticket")
     skip.add_argument("--skip-ticket", action="store_true", help="only run the solver benchmark")
+    skip.add_argument("--memory", action="store_true",
+                      help="instead: peak memory per source weight of every construction (weak, l+1, 2l) across "
+                           "target shapes and densities, each configuration in a fresh process (the table behind "
+                           "construct/footprint.py)")
     return parser
 
 
@@ -184,24 +199,45 @@ def format_verify(res) -> str:
     return "\n".join(lines)
 
 
+def _check_out_directory(path) -> None:
+    """Refuse (one line) an --out whose directory does not exist or cannot be written, before building."""
+    import os
+
+    parent = os.path.dirname(os.path.abspath(str(path)))
+    if not os.path.isdir(parent):
+        raise ValueError(f"out={str(path)!r}: the directory {parent} does not exist or is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"out={str(path)!r}: the directory {parent} is not writable")
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.command in ("strong", "weak"):
         check_positive_int(args.samples, "samples")
+        max_memory = None if args.max_memory is None else parse_memory(args.max_memory, "max_memory")
         target, density, box = _resolve_densities(args, args.construction if args.command == "strong" else "weak")
-        if args.command == "strong":
-            from construct.strong import build_strong_ticket
+        if args.out:
+            _check_out_directory(args.out)  # before a long build, not after it
+        progress = make_progress(args.progress, f"construct {args.command}")
+        try:
+            if args.command == "strong":
+                from construct.strong import build_strong_ticket
 
-            ticket, report = build_strong_ticket(target, density, args.delta, args.seed, eps=args.eps,
-                                                 weight_eps=args.weight_eps, construction=args.construction, box=box,
-                                                 width_multiplier=args.width_multiplier, law=args.weight_law,
-                                                 samples=args.samples, max_source_params=int(args.max_source_params))
-        else:
-            from construct.weak import build_weak_ticket
+                ticket, report = build_strong_ticket(target, density, args.delta, args.seed, eps=args.eps,
+                                                     weight_eps=args.weight_eps, construction=args.construction,
+                                                     box=box, width_multiplier=args.width_multiplier,
+                                                     law=args.weight_law, samples=args.samples,
+                                                     max_source_params=args.max_source_params, max_memory=max_memory,
+                                                     will_save=bool(args.out), progress=progress)
+            else:
+                from construct.weak import build_weak_ticket
 
-            ticket, report = build_weak_ticket(target, density, args.delta, args.seed, box=box,
-                                               width_multiplier=args.width_multiplier, law=args.weight_law,
-                                               samples=args.samples)
+                ticket, report = build_weak_ticket(target, density, args.delta, args.seed, box=box,
+                                                   width_multiplier=args.width_multiplier, law=args.weight_law,
+                                                   samples=args.samples, max_memory=max_memory,
+                                                   will_save=bool(args.out), progress=progress)
+        finally:
+            progress.close()
         if args.bounds:
             import dataclasses
 
@@ -234,9 +270,16 @@ def main(argv=None) -> int:
     if args.command == "bench":
         from construct.bench_ticket import format_bench, run_bench
 
+        max_memory = None if args.max_memory is None else parse_memory(args.max_memory, "max_memory")
+        if args.memory:
+            from construct.bench_memory import format_memory_bench, run_memory_bench
+
+            rows = run_memory_bench(max_memory=max_memory)
+            print(dumps(rows) if args.json else format_memory_bench(rows))
+            return 0
         check_positive_real(args.width_multiplier, "width_multiplier")
         result = run_bench(width_multiplier=args.width_multiplier, solver=not args.skip_solver,
-                           ticket=not args.skip_ticket)
+                           ticket=not args.skip_ticket, max_memory=max_memory)
         print(dumps(result) if args.json else format_bench(result))
         return 0
     return 2  # pragma: no cover

@@ -47,9 +47,11 @@ def _params(widths) -> int:
 
 def run_ticket_bench(width_multiplier: float = 1.0, *, widths=(784, 300, 100, 10), density: float = 0.5,
                      weight_eps: float = 0.01, delta: float = 0.1, seed: int = 0,
-                     max_source_params: int = 4_000_000_000, bound_seconds: float | None = 10.0) -> TicketBench:
+                     max_source_params: int = 4_000_000_000, bound_seconds: float | None = 10.0,
+                     max_memory=None) -> TicketBench:
     """Time :func:`construct.strong.build_strong_ticket` (2L, ``weight_eps``) including sampling the source, at
-    theory's widths times ``width_multiplier`` (default 1: theory's widths)."""
+    theory's widths times ``width_multiplier`` (default 1: theory's widths). Refused beforehand (one-line
+    ValueError) when the build's memory estimate exceeds ``max_memory`` (None: the default budget)."""
     from construct.strong import build_strong_ticket, plan_strong
     from construct.targets import random_target
 
@@ -59,7 +61,7 @@ def run_ticket_bench(width_multiplier: float = 1.0, *, widths=(784, 300, 100, 10
     t0 = time.perf_counter()
     ticket, rep = build_strong_ticket(target, density, delta, seed, weight_eps=weight_eps, construction="2l",
                                       width_multiplier=width_multiplier, samples=256,
-                                      max_source_params=max_source_params)
+                                      max_source_params=max_source_params, max_memory=max_memory)
     seconds = time.perf_counter() - t0
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
@@ -75,9 +77,9 @@ def run_ticket_bench(width_multiplier: float = 1.0, *, widths=(784, 300, 100, 10
                        seconds, peak / 1e9, rss / 1e9, interval)
 
 
-def run_bench(width_multiplier: float = 1.0, solver: bool = True, ticket: bool = True) -> dict:
+def run_bench(width_multiplier: float = 1.0, solver: bool = True, ticket: bool = True, max_memory=None) -> dict:
     """Ticket timing first (so its peak RSS is its own), then the solver benchmark rows."""
-    ticket = run_ticket_bench(width_multiplier).to_dict() if ticket else None
+    ticket = run_ticket_bench(width_multiplier, max_memory=max_memory).to_dict() if ticket else None
     rows = None
     if solver:
         from construct.bench_solver import run_solver_bench

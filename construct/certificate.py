@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from construct.active import active_subnetwork
 from construct.targets import Target, target_forward
 from construct.ticket import CONST, LIFT, NEURON, UNUSED, Ticket, effective_layer, effective_layers, ticket_forward
 
@@ -187,12 +188,14 @@ def certify(ticket: Ticket, box=(-1.0, 1.0), layers=None, target_bounds=None) ->
     ``layers``: precomputed :func:`construct.ticket.effective_layers` (optional). ``target_bounds``: sound bounds
     [(lo_t, hi_t)] of the target's x^{(t)}, t = 0..L, in the format of :func:`interval_bounds` (default: those)."""
     Q = _Quantities(ticket.target, box, target_bounds)
+    # only the active units (construct.active): same terms, cost proportional to the ticket, not the source
+    layers, active_roles = active_subnetwork(layers if layers is not None else effective_layers(ticket), ticket.roles)
     e_prev = np.zeros(Q.n0)
     q_prev, s_prev = Q.outputs(None, True)
     errs, mism, amps = [], [], []
     for l in range(1, len(ticket.kept) + 1):
-        mat, bias = layers[l - 1] if layers is not None else effective_layer(ticket, l)
-        roles = ticket.roles[l - 1]
+        mat, bias = layers[l - 1]
+        roles = active_roles[l - 1]
         n_prev = mat.shape[1]
         has = q_prev >= 0
         P = sp.csr_matrix((s_prev[has], (np.nonzero(has)[0], q_prev[has])), shape=(n_prev, Q.size))
@@ -238,10 +241,11 @@ def sampled_error(ticket: Ticket, box=(-1.0, 1.0), *, samples: int = 2048, seed:
     difference between the ticket and the target."""
     n0 = ticket.target.widths[0]
     layers = layers if layers is not None else effective_layers(ticket)
+    layers = active_subnetwork(layers, ticket.roles)[0]  # inactive units output 0 (construct.active)
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0xE77]))
     x = rng.uniform(box[0], box[1], size=(samples, n0))
     err = 0.0
-    chunk = max(1, min(1024, _ACTIVATION_ENTRIES // max(ticket.source.widths)))  # bounds the hidden activations
+    chunk = max(1, min(1024, _ACTIVATION_ENTRIES // max(mat.shape[0] for mat, _ in layers)))  # bounds the hidden activations
     for i in range(0, samples, chunk):
         xb = x[i:i + chunk]
         err = max(err, float(np.max(np.abs(ticket_forward(ticket, xb, layers) - target_forward(ticket.target, xb)))))

@@ -10,9 +10,12 @@ searched) and the certificate is reported a posteriori.
 """
 from __future__ import annotations
 
+import math
+import numbers
 import time
 
 from construct.certificate import certify, sampled_error
+from construct.footprint import check_build_memory, source_size
 from construct.report import LayerReport, TicketReport
 from construct.source import sample_source
 from construct.strong_2l import build_2l, twol_groups, twol_source_widths
@@ -23,9 +26,25 @@ from construct.weak import _version
 from theory.strong_widths import strong_widths
 from theory.validation import check_choice, check_open_unit, check_positive_real
 
-__all__ = ["plan_strong", "build_strong_ticket", "DEFAULT_MAX_SOURCE_PARAMS"]
+__all__ = ["plan_strong", "build_strong_ticket", "check_max_source_params", "DEFAULT_MAX_SOURCE_PARAMS"]
 
-DEFAULT_MAX_SOURCE_PARAMS = 400_000_000  # 2L: ≈ 0.4 GB of ticket bools (drawn source); L+1: ≈ 2.4 GB materialized
+#: default cap on the source's weight count (a size and run-time cap; memory is guarded by the estimate of
+#: :mod:`construct.footprint`, which refuses what will not fit whatever this cap says)
+DEFAULT_MAX_SOURCE_PARAMS = 400_000_000
+
+
+def check_max_source_params(value):
+    """The cap on source weights as an int, or None for no cap (None or +inf). Raises a one-line ValueError for
+    NaN, values < 1 and non-numbers."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"max_source_params={value!r} is malformed: allowed a number >= 1 or inf (no cap)")
+    if math.isinf(value) and value > 0:
+        return None
+    if not (value >= 1):  # NaN and values below 1
+        raise ValueError(f"max_source_params={value!r} is out of range: allowed a number >= 1 or inf (no cap)")
+    return int(value)
 
 
 def plan_strong(target: Target, density, delta: float, *, eps=None, weight_eps=None, construction: str = "2l",
@@ -51,30 +70,44 @@ def plan_strong(target: Target, density, delta: float, *, eps=None, weight_eps=N
 def build_strong_ticket(target: Target, density, delta: float, seed: int, *, eps=None, weight_eps=None,
                         construction: str = "2l", box=(-1.0, 1.0), width_multiplier: float = 1.0,
                         law: str = "uniform", samples: int = 2048,
-                        max_source_params: int = DEFAULT_MAX_SOURCE_PARAMS):
+                        max_source_params=DEFAULT_MAX_SOURCE_PARAMS, max_memory=None, will_save: bool = False,
+                        progress=None):
     """Sample the source and build the strong ticket; returns (Ticket, TicketReport).
 
-    Raises ValueError (one line) when the source would exceed ``max_source_params`` weights, or for a weight law
-    other than "uniform" (the N_SS calibration is for U[−1, 1] weights and their products)."""
+    Before anything is drawn, refuses (one-line ValueError) a source of more than ``max_source_params`` weights
+    (None or inf: no cap) and a build whose memory estimate (:func:`construct.footprint.check_build_memory`, with
+    the cost of saving when ``will_save``) exceeds ``max_memory`` bytes (None: the default fraction of the available
+    memory); also refuses a weight law other than "uniform" (the N_SS calibration is for U[−1, 1] weights and their
+    products). ``progress``: a :class:`construct.progress.Progress` (steps: every target layer, the certificate,
+    the sampled error) or None."""
     t0 = time.perf_counter()
     target = load_target(target)  # a Target, an nn.Module, an Architecture (construct.modules)
     delta = check_open_unit(delta, "delta")
     if law != "uniform":
         raise ValueError(f"weight_law={law!r} is not supported for strong tickets: allowed 'uniform' "
                          "(the subset-sum calibration N_SS is for U[-1, 1] weights)")
+    cap = check_max_source_params(max_source_params)
     sw, groups, widths = plan_strong(target, density, delta, eps=eps, weight_eps=weight_eps,
                                      construction=construction, box=box, width_multiplier=width_multiplier)
-    params = sum(a * b for a, b in zip(widths[:-1], widths[1:]))
-    if params > max_source_params:
+    params, _ = source_size(widths)
+    if cap is not None and params > cap:
         raise ValueError(f"source would have {params:.3g} weights (widths {list(widths)}): allowed at most "
-                         f"{max_source_params:.3g}; use --width-multiplier < 1, a higher density or a smaller target")
+                         f"{cap:.3g} (--max-source-params); use --width-multiplier < 1, a higher density or a "
+                         "smaller target")
+    check_build_memory(construction, widths, max_memory, save=will_save)
+    if progress is not None:
+        progress.start(target.depth + 2)
     source = sample_source(widths, sw.densities, seed)
     caps = [dict(c) for c in sw.caps] if eps is not None else None
     build = build_lplus1 if construction == "l+1" else build_2l
-    ticket, layer_info = build(target, source, groups, sw.instance_eps, caps, eps=eps, box=box)
+    ticket, layer_info = build(target, source, groups, sw.instance_eps, caps, eps=eps, box=box, progress=progress)
     layers = effective_layers(ticket)
     cert = certify(ticket, box, layers)
+    if progress is not None:
+        progress.step(f"certificate {cert.certificate:.3e}")
     err = sampled_error(ticket, box, samples=samples, seed=seed, layers=layers)
+    if progress is not None:
+        progress.step(f"sampled error {err.sampled_error:.3e} over {samples:,} inputs")
     carrier = (lambda t: t) if construction == "l+1" else (lambda t: 2 * t - 1)
     reports = tuple(LayerReport(d["layer"], d["instances"], d["failures"], d["max_instance_error"], d["instance_eps"],
                                 cert.layer_mismatch[carrier(d["layer"])], d["amplification"]) for d in layer_info)

@@ -16,10 +16,7 @@ L+1 lifting layer; zero-bias targets get no bias group. Weights |W| ≤ P are sp
 """
 from __future__ import annotations
 
-import sys
-
 import numpy as np
-from tqdm import tqdm
 
 from construct.source import Source
 from construct.strong_common import (compact_groups, empty_selection, layer_input_norms, layer_tolerance,
@@ -28,6 +25,8 @@ from construct.targets import Target
 from construct.ticket import CONST, LIFT, NEURON, Ticket
 
 __all__ = ["twol_groups", "twol_source_widths", "build_2l"]
+
+_DIAGONAL_CHUNK = 1 << 21  # intermediate units gathered per call
 
 
 def twol_source_widths(target: Target, groups: dict) -> tuple[int, ...]:
@@ -52,10 +51,44 @@ def _padded_parts(ids: np.ndarray, select: np.ndarray, P: int) -> np.ndarray:
     return np.stack([np.pad(p, (0, width - p.size), constant_values=-1) for p in parts])
 
 
-def build_2l(target: Target, source: Source, groups: dict, instance_eps, caps, *, eps=None, box=(-1.0, 1.0)):
+def _diagonal(layer, nin: int, k: int):
+    """(a_u float32, M[u, j] bool) for the intermediate units u = j·k + m < nin·k of a 2L intermediate source layer
+    (column j = u // k), gathered in block-aligned chunks of about 2^21 units so that the index arrays stay small."""
+    n = nin * k
+    a = None  # in the source's weight dtype (float32 today)
+    usable = np.empty(n, dtype=bool)
+    chunk = layer.rows_per_block * max(1, _DIAGONAL_CHUNK // layer.rows_per_block)
+    for u0 in range(0, n, chunk):
+        u = np.arange(u0, min(n, u0 + chunk), dtype=np.int64)
+        w, usable[u0:u0 + u.size] = layer.gather(u, u // k)
+        if a is None:
+            a = np.empty(n, dtype=w.dtype)
+        a[u0:u0 + u.size] = w
+    return (np.empty(0, dtype=np.float32) if a is None else a), usable
+
+
+def _sign_groups(a32, usable, nin: int, k: int, sign: float, q: int, P: int) -> np.ndarray:
+    """Candidate groups of part q for one sign: row j lists the usable units u = j·k + m (m ≡ q mod P) with
+    sign(a_u) = sign, in increasing order, padded with −1 (the layout of :func:`compact_groups`, without its
+    (n_in, k) temporaries)."""
+    rows = []
+    for j in range(nin):
+        aj = a32[j * k + q:(j + 1) * k:P]
+        sel = usable[j * k + q:(j + 1) * k:P] & ((aj > 0) if sign > 0 else (aj < 0))
+        rows.append(j * k + q + P * np.flatnonzero(sel))
+    width = max((r.size for r in rows), default=0)
+    out = np.full((nin, width), -1, dtype=np.int64)
+    for j, r in enumerate(rows):
+        out[j, :r.size] = r
+    return out
+
+
+def build_2l(target: Target, source: Source, groups: dict, instance_eps, caps, *, eps=None, box=(-1.0, 1.0),
+             progress=None):
     """Build the 2L strong ticket inside ``source`` (widths must be :func:`twol_source_widths`).
 
-    Same conventions as :func:`construct.strong_lplus1.build_lplus1`. Returns (Ticket, per-layer dicts)."""
+    Same conventions as :func:`construct.strong_lplus1.build_lplus1` (``progress``: a
+    :class:`construct.progress.Progress`, one step per target layer). Returns (Ticket, per-layer dicts)."""
     n = target.widths
     L = target.depth
     P = groups["P"]
@@ -64,7 +97,7 @@ def build_2l(target: Target, source: Source, groups: dict, instance_eps, caps, *
     caps = caps or [{"weight": None, "bias": None}] * L
     reports = [None] * L
     downstream = 1.0
-    for t in tqdm(range(L, 0, -1), desc="2L ticket layers", total=L, disable=not sys.stderr.isatty()):
+    for t in range(L, 0, -1):
         eps_t = layer_tolerance(t, instance_eps, eps, target, norms, downstream)
         k, g0 = groups["k"][t - 1], groups["g0"][t - 1]
         inter_layer = source.layers[2 * t - 2]  # intermediate layer 2t-1: only its "diagonal" entries are read
@@ -74,17 +107,15 @@ def build_2l(target: Target, source: Source, groups: dict, instance_eps, caps, *
         roles[2 * t - 1].kind[:] = NEURON
         roles[2 * t - 1].layer[:] = t
         roles[2 * t - 1].index[:] = rows
-        ids = np.arange(nin)[:, None] * k + np.arange(k)[None, :]  # unit u = j·k + m, so ids.ravel()[u] = u
-        a32, usable = inter_layer.gather(ids.ravel(), np.repeat(np.arange(nin), k))
-        a = a32.astype(np.float64).reshape(nin, k)
-        usable = usable.reshape(nin, k)
-        scale = np.zeros(out_layer.shape[1])
-        scale[: nin * k] = np.abs(a).ravel()
+        # a_u and "usable" (M[u, j] = 1) of the intermediate units u = j·k + m: the layer's "diagonal" entries
+        a32, usable = _diagonal(inter_layer, nin, k)
+        # |a_u| and β_u on the bias group, in the source's dtype (exact; cast to float64 by the solver's gather)
+        scale = np.zeros(out_layer.shape[1], dtype=np.result_type(a32.dtype, inter_layer.bias.dtype))
+        np.abs(a32, out=scale[: nin * k])
         grp, tj, ts = [], [], []
         for sign in ((1.0, -1.0) if t == 1 else (1.0,)):
-            sel = usable & ((a > 0) if sign > 0 else (a < 0))
             for q in range(P):
-                grp.append(compact_groups(ids[:, q::P], sel[:, q::P]))
+                grp.append(_sign_groups(a32, usable, nin, k, sign, q, P))
                 tj.append(np.arange(nin))
                 ts.append(np.full(nin, sign))
         width = max(x.shape[1] for x in grp)
@@ -100,7 +131,7 @@ def build_2l(target: Target, source: Source, groups: dict, instance_eps, caps, *
         BA = inter_layer.bias
         if g0 and bt.any():
             beta = BA[b0].astype(np.float64)
-            scale[b0] = np.maximum(beta, 0.0)
+            scale[b0] = np.maximum(BA[b0], 0)
             bias_ids = _padded_parts(b0, beta > 0, P)
             e = solve_grouped(out_layer, rows, bias_ids, scale, np.repeat(bt[:, None] / P, P, axis=1), eps_t / P,
                               caps[t - 1]["bias"], kept[2 * t - 1])
@@ -112,7 +143,7 @@ def build_2l(target: Target, source: Source, groups: dict, instance_eps, caps, *
         roles[2 * t - 2].kind[inter] = LIFT
         roles[2 * t - 2].layer[inter] = t - 1
         roles[2 * t - 2].index[inter] = j_of
-        roles[2 * t - 2].scale[inter] = a.ravel()[inter]
+        roles[2 * t - 2].scale[inter] = a32[inter].astype(np.float64)
         bused = b0[used[b0]]
         bias_kept[2 * t - 2][bused] = True
         roles[2 * t - 2].kind[bused] = CONST
@@ -126,6 +157,9 @@ def build_2l(target: Target, source: Source, groups: dict, instance_eps, caps, *
                           "failures": int(sum(int(np.sum(x > tol)) for x in errs)),
                           "max_instance_error": float(max(x.max(initial=0.0) for x in errs)),
                           "instance_eps": eps_t, "amplification": amp}
+        if progress is not None:
+            progress.step(f"target layer {t}: {reports[t - 1]['instances']:,} subset sums, "
+                          f"{reports[t - 1]['failures']} failed")
     prune_unused(kept, bias_kept, roles, 1, source.depth - 1)
     ticket = Ticket(target, source, tuple(kept), tuple(bias_kept), tuple(roles), None, None, {})
     return ticket, reports

@@ -13,7 +13,7 @@ from construct.ticket import Roles
 from theory.strong_widths import backward_layer_tolerance
 
 __all__ = ["empty_selection", "compact_groups", "solve_grouped", "layer_input_norms", "layer_tolerance", "prune_unused",
-           "scaled_group"]
+           "scaled_group", "scaled_count"]
 
 _MAX_ENTRIES = 1 << 23  # candidate entries gathered per solver call
 
@@ -34,7 +34,20 @@ def scaled_group(size: int, multiplier: float, parts: int) -> int:
     """Group size times the width multiplier, rounded up to a multiple of ``parts`` (0 stays 0)."""
     if size == 0:
         return 0
-    return parts * max(1, math.ceil(size * multiplier / parts))
+    return parts * max(1, scaled_count(size, multiplier, "group size", parts))
+
+
+def scaled_count(size: int, multiplier: float, what: str, parts: int = 1) -> int:
+    """⌈size·multiplier/parts⌉ for a unit count scaled by the width multiplier; a count that overflows (≥ 2^63, or
+    not a finite float) is refused in one line ("needs more than 2^63 units") instead of an OverflowError."""
+    try:
+        value = size * multiplier / parts
+    except OverflowError:
+        value = math.inf
+    if not value < 2.0**63:  # also NaN and inf
+        raise ValueError(f"the source needs more than 2^63 units ({what} {size} times --width-multiplier "
+                         f"{multiplier:g}): allowed a smaller --width-multiplier")
+    return math.ceil(value)
 
 
 def compact_groups(ids: np.ndarray, select: np.ndarray) -> np.ndarray:

@@ -16,10 +16,7 @@ Weights |W| ≤ P are split into P parts (see :mod:`construct.instances`). Failu
 """
 from __future__ import annotations
 
-import sys
-
 import numpy as np
-from tqdm import tqdm
 
 from construct.source import Source
 from construct.strong_common import (compact_groups, empty_selection, layer_input_norms, layer_tolerance,
@@ -47,13 +44,25 @@ def lplus1_groups(widths, multiplier: float = 1.0) -> dict:
             "c": tuple(scaled_group(c, multiplier, 1) for c in g["c"]), "P": P}
 
 
+def _max_row_l1(kept: np.ndarray, V: np.ndarray) -> float:
+    """max_o Σ_u |V[o, u]| over kept (o, u), row block by row block (the same row sums as on the whole array,
+    without float64 temporaries of the layer's size)."""
+    step = max(1, (1 << 22) // max(1, V.shape[1]))
+    best = 0.0
+    for r0 in range(0, V.shape[0], step):
+        rows = np.abs(np.where(kept[r0:r0 + step], V[r0:r0 + step], 0).astype(np.float64)).sum(axis=1)
+        best = max(best, float(np.max(rows, initial=0.0)))
+    return best
+
+
 def build_lplus1(target: Target, source: Source, groups: dict, instance_eps, caps, *, eps=None,
-                 box=(-1.0, 1.0)):
+                 box=(-1.0, 1.0), progress=None):
     """Build the L+1 strong ticket inside ``source`` (widths must be :func:`lplus1_source_widths`).
 
     ``instance_eps``: a-priori ε_t per target layer; with ``eps`` (network sup-error) the layers are solved from
     t = L down to 1 with the backward split (MATH.md §6) using the measured amplifications.
     ``caps``: per target layer {"weight", "bias", "const"} = the searched prefix length per part (None: no cap).
+    ``progress``: a :class:`construct.progress.Progress` (one step per target layer) or None.
     Returns (Ticket, per-layer dicts: instances, failures, max_instance_error, instance_eps, amplification)."""
     n = target.widths
     L = target.depth
@@ -82,7 +91,7 @@ def build_lplus1(target: Target, source: Source, groups: dict, instance_eps, cap
 
     reports = [None] * L
     downstream = 1.0
-    for t in tqdm(range(L, 0, -1), desc="L+1 ticket layers", total=L, disable=not sys.stderr.isatty()):
+    for t in range(L, 0, -1):
         eps_t = layer_tolerance(t, instance_eps, eps, target, norms, downstream)
         M, V = masks[t], W[t]  # source layer t+1
         if t < L:
@@ -167,10 +176,12 @@ def build_lplus1(target: Target, source: Source, groups: dict, instance_eps, cap
         max_err = float(max((e.max(initial=0.0) for e, _ in errs), default=0.0))
         amp = 0.0
         if t >= 2:
-            amp = float(np.max(np.abs(np.where(kept[t], V, 0).astype(np.float64)).sum(axis=1), initial=0.0))
+            amp = _max_row_l1(kept[t], V)
             downstream *= max(amp, 1e-300)
         reports[t - 1] = {"layer": t, "instances": int(sum(e.size for e, _ in errs)), "failures": failures,
                           "max_instance_error": max_err, "instance_eps": eps_t, "amplification": amp}
+        if progress is not None:
+            progress.step(f"target layer {t}: {reports[t - 1]['instances']:,} subset sums, {failures} failed")
     prune_unused(kept, bias_kept, roles, 1, L)
     ticket = Ticket(target, source, tuple(kept), tuple(bias_kept), tuple(roles), None, None, {})
     return ticket, reports

@@ -18,8 +18,10 @@ import time
 import numpy as np
 
 from construct.certificate import certify, sampled_error
+from construct.footprint import check_build_memory
 from construct.report import LayerReport, TicketReport
 from construct.source import Source, sample_source
+from construct.strong_common import scaled_count
 from construct.targets import Target, load_target
 from construct.ticket import effective_layers, LIFT, NEURON, UNUSED, Roles, Ticket
 from theory.validation import check_open_unit, check_positive_real
@@ -33,16 +35,17 @@ def weak_source_widths(target: Target, density, delta: float, *, width_multiplie
     ``width_multiplier`` (rounded up; r_{L+1} stays 1)."""
     ww = weak_widths(target.widths, density, delta, nonzeros=[max(1, m) for m in target.nonzeros])
     mult = check_positive_real(width_multiplier, "width_multiplier")
-    g = max(1, math.ceil(ww.lifting_group * mult))
-    copies = tuple(max(1, math.ceil(r * mult)) for r in ww.copies[:-1]) + (1,)
+    g = max(1, scaled_count(ww.lifting_group, mult, "lifting group g"))
+    copies = tuple(max(1, scaled_count(r, mult, "copies r_t")) for r in ww.copies[:-1]) + (1,)
     n = target.widths
     widths = (n[0], 2 * g * n[0]) + tuple(copies[t - 2] * n[t - 1] for t in range(2, len(n))) + (n[-1],)
     return ww, g, copies, widths
 
 
-def weak_ticket_in_source(target: Target, source: Source, g: int, copies) -> tuple[Ticket, list]:
+def weak_ticket_in_source(target: Target, source: Source, g: int, copies, progress=None) -> tuple[Ticket, list]:
     """Build the weak ticket of MATH.md §4 inside a given source with lifting group g and copies (r_2..r_{L+1}).
 
+    ``progress``: a :class:`construct.progress.Progress` (one step per target layer) or None.
     Returns (ticket, per-layer [instances, failures])."""
     L = target.depth
     n = target.widths
@@ -105,6 +108,8 @@ def weak_ticket_in_source(target: Target, source: Source, g: int, copies) -> tup
         roles[t].layer[:] = t
         roles[t].index[:] = neuron
         counts.append((instances, failures))
+        if progress is not None:
+            progress.step(f"target layer {t}: {instances:,} edges picked, {failures} missing")
     # prune copies that no later unit uses (source layers 2..L)
     for l in range(len(masks) - 1, 1, -1):
         unused = ~kept[l].any(axis=0)
@@ -122,20 +127,32 @@ def weak_ticket_in_source(target: Target, source: Source, g: int, copies) -> tup
 
 
 def build_weak_ticket(target: Target, density, delta: float, seed: int, *, box=(-1.0, 1.0),
-                      width_multiplier: float = 1.0, law: str = "uniform", samples: int = 2048):
+                      width_multiplier: float = 1.0, law: str = "uniform", samples: int = 2048, max_memory=None,
+                      will_save: bool = False, progress=None):
     """Sample the source (widths from theory, seeded) and build the weak ticket (MATH.md §4).
 
-    ``density``: one density or L+1 per-source-layer densities. Returns (Ticket, TicketReport)."""
+    ``density``: one density or L+1 per-source-layer densities. Before anything is drawn, refuses (one-line
+    ValueError) a build whose memory estimate (:func:`construct.footprint.check_build_memory`, with the cost of
+    saving when ``will_save``) exceeds ``max_memory`` bytes (None: the default fraction of the available memory).
+    ``progress``: a :class:`construct.progress.Progress` (steps: every target layer, the certificate, the sampled
+    error) or None. Returns (Ticket, TicketReport)."""
     t0 = time.perf_counter()
     target = load_target(target)  # a Target, an nn.Module, an Architecture (construct.modules)
     delta = check_open_unit(delta, "delta")
     ww, g, copies, widths = weak_source_widths(target, density, delta, width_multiplier=width_multiplier)
     dens = per_layer_densities(density, target.depth + 1)
+    check_build_memory("weak", widths, max_memory, save=will_save)
+    if progress is not None:
+        progress.start(target.depth + 2)
     source = sample_source(widths, dens, seed, law=law)
-    ticket, counts = weak_ticket_in_source(target, source, g, copies)
+    ticket, counts = weak_ticket_in_source(target, source, g, copies, progress)
     layers = effective_layers(ticket)
     cert = certify(ticket, box, layers)
+    if progress is not None:
+        progress.step(f"certificate {cert.certificate:.3e}")
     err = sampled_error(ticket, box, samples=samples, seed=seed, layers=layers)
+    if progress is not None:
+        progress.step(f"sampled error {err.sampled_error:.3e} over {samples:,} inputs")
     failures = sum(f for _, f in counts)
     layers = tuple(LayerReport(t, i, f, 0.0 if f == 0 else math.inf, 0.0,
                                cert.layer_mismatch[t], cert.layer_amplification[t])

@@ -269,7 +269,8 @@ class RayEngine(Engine):
             cpus = available_cpus() if spec.workers is None else spec.workers
             import logging
 
-            ray.init(num_cpus=max(cpus, spec.cpus_per_task), include_dashboard=False, log_to_driver=False,
+            ray.init(address="local", num_cpus=max(cpus, spec.cpus_per_task), include_dashboard=False,
+                     log_to_driver=False,
                      logging_level=logging.WARNING, configure_logging=True)
             self._owns = True
             where = f"embedded, {max(cpus, spec.cpus_per_task)} CPUs"
@@ -280,8 +281,11 @@ class RayEngine(Engine):
 
             try:
                 ray.init(address=spec.address, log_to_driver=False, logging_level=logging.WARNING)
-            except (ConnectionError, RuntimeError, ValueError) as exc:
-                raise ValueError(f"address={spec.address!r}: cannot join a Ray cluster ({_error_text(exc)}): "
+            except Exception as exc:  # noqa: BLE001 - ConnectionError, AuthenticationError, ...: one line
+                hint = (" (a cluster with token authentication: set RAY_AUTH_MODE=token and the head's token in "
+                        "RAY_AUTH_TOKEN or ~/.ray/auth_token)" if "auth" in str(exc).lower() or "auth" in
+                        type(exc).__name__.lower() else "")
+                raise ValueError(f"address={spec.address!r}: cannot join a Ray cluster ({_error_text(exc)}){hint}: "
                                  f"allowed 'auto' or host:port of a running Ray head (ray start --head)") from None
             self._owns = True  # our connection: disconnect on close (the cluster keeps running)
             where = f"cluster {spec.address}"

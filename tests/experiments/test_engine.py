@@ -3,6 +3,7 @@ CLI's bad input for the Ray engine (one line, exit 2, nothing written)."""
 import os
 import socket
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -103,3 +104,19 @@ def test_cli_where_selects_configs_and_refuses_unknown(tmp_path, capsys):
     status, _, err = _run_cli(capsys, tmp_path / "b", "--where", "task=cifar")
     assert status == 2 and not (tmp_path / "b").exists()
     assert "error: where task='cifar' matches no config: allowed \"affine\", \"digits\"" in err
+
+
+def test_calibration_table_does_not_depend_on_the_engine_or_workers(tmp_path):
+    """scripts/calibrate_nss.py: the same seed gives the same table in this process and in a 2-process pool."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "calibrate_nss.py"
+    spec = importlib.util.spec_from_file_location("calibrate_nss_under_test", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # the pool's workers find needed_batch by this name (fork)
+    spec.loader.exec_module(module)
+    kwargs = dict(trials=300, seed=3, confidence=0.99, grid_points=5, k_max=12, eps_grid=(1e-1, 1e-2), batch=70)
+    serial = module.calibrate(**kwargs, engine=EngineSpec("local", workers=1))
+    pooled = module.calibrate(**kwargs, engine=EngineSpec("local", workers=2))
+    assert serial == pooled
+    assert serial["laws"]["uniform"]["rows"][0]["fail_counts"] != serial["laws"]["uniform"]["rows"][1]["fail_counts"]

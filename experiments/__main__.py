@@ -2,7 +2,7 @@
 
     python -m experiments run e1 --scale smoke|default|paper --device auto|cpu|cuda --out DIR [--seeds N] [--resume]
         [--engine local|ray [--address auto|HOST:PORT] [--cpus-per-run N] [--gpus-per-run F]] [--retries N]
-        [--progress auto|bar|lines|none] [--where KEY=VALUE ...]
+        [--progress auto|bar|lines|none] [--where KEY=VALUE ...] [--limit N]
     python -m experiments figures [--results DIR] [--out DIR]
     python -m experiments bench [--device auto|cpu|cuda] [--json]
 """
@@ -58,6 +58,8 @@ def _parser() -> ArgumentParser:
                      help="run only the configs whose KEY equals VALUE (JSON value, else text; repeatable, all must "
                           "match), e.g. --where density=0.1; the selected runs keep their keys, so a later --resume "
                           "without --where completes the sweep")
+    run.add_argument("--limit", type=int, default=None,
+                     help="run only the first N configs (after --where), e.g. to time one run before a sweep")
     run.add_argument("--engine", default="local", choices=ENGINES,
                      help="local = in this process, one run after the other (default); ray = one Ray task per run "
                           f"(needs the extra: {RAY_EXTRA_HINT})")
@@ -161,6 +163,8 @@ def main(argv=None) -> int:
                 raise ValueError(f"--{key.replace('_', '-')} does not apply to experiment {args.experiment!r}: "
                                  f"allowed only with {', '.join(users)}")
         configs = _select(experiment.configs(args.scale, seeds, **options), _parse_where(args.where))
+        if args.limit is not None:
+            configs = configs[:check_positive_int(args.limit, "limit")]
         retries = check_positive_int(args.retries, "retries", minimum=0)
         if args.max_cpus is not None and (args.engine != "ray" or args.address is not None):
             raise ValueError("--max-cpus applies to an embedded Ray instance only: allowed with --engine ray and "

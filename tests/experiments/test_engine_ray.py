@@ -6,7 +6,6 @@ duplicates nothing; a raising run is recorded as failed; E5's nested constructio
 import json
 import os
 import re
-import secrets
 import signal
 import socket
 import subprocess
@@ -27,9 +26,11 @@ from experiments.engine import EngineSpec, open_engine  # noqa: E402
 from experiments.sweep import failures_path, results_path, run_sweep  # noqa: E402
 
 CPU = torch.device("cpu")
-# Ray 2.60 enables token authentication when a token exists (~/.ray/auth_token); a driver that joins with an explicit
-# address uses it only with RAY_AUTH_MODE=token. The test's cluster and every driver share one fresh token.
-AUTH = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32), "RAY_USAGE_STATS_ENABLED": "0"}
+# Ray 2.60 turns token authentication on for `ray start --head` when a token exists (~/.ray/auth_token), and a
+# driver joining with an explicit address uses it only with RAY_AUTH_MODE=token, read when ray is first imported —
+# which may have happened earlier in this pytest process. The test's short-lived cluster therefore runs without
+# authentication (RAY_AUTH_MODE=disabled for the head and every driver it starts).
+AUTH = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
 
 
 def _env():

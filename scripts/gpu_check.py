@@ -90,7 +90,8 @@ def estimate(epoch: dict, e1_records: list[dict]) -> dict:
     hours = {}
     for name, exp in (("layerwise", E2), ("imp", E3), ("edgepopup", E4)):
         configs = exp.configs("paper", None, data_dir=epoch["data_dir"])
-        epochs = sum(c["train"]["epochs"] * (c.get("levels", 0) + 1) + c.get("final_epochs", 0) for c in configs)
+        epochs = sum(c["train"]["epochs"] * c.get("levels", 0) + c.get("final_epochs", c["train"]["epochs"])
+                     for c in configs)
         hours[name] = {"runs": len(configs), "epochs": epochs, "gpu_hours": round(epochs * per_epoch / 3600, 1)}
     if e1_records:
         mean = float(np.mean([r["wall_seconds"] for r in e1_records]))

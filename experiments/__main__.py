@@ -5,6 +5,7 @@
         [--progress auto|bar|lines|none] [--where KEY=VALUE ...] [--limit N]
     python -m experiments figures [--results DIR] [--out DIR]
     python -m experiments bench [--device auto|cpu|cuda] [--json]
+    python -m experiments bench-engine [--engine local|ray] [--address ADDR] [--tasks N] [--json]
 """
 from __future__ import annotations
 
@@ -95,6 +96,14 @@ def _parser() -> ArgumentParser:
     bench.add_argument("--steps", type=int, default=50, help="Adam steps per model (default 50)")
     bench.add_argument("--json", action="store_true", help="print the result as JSON")
     add_common(bench)
+
+    be = sub.add_parser("bench-engine", help="engine overhead: time to start/join, then wall time per no-op task")
+    be.add_argument("--engine", default="local", choices=ENGINES)
+    be.add_argument("--address", default=None, help="ray: 'auto' or HOST:PORT (default: embedded instance)")
+    be.add_argument("--workers", type=int, default=None,
+                    help="local: processes (default 1 = this process); ray without --address: CPUs (default all)")
+    be.add_argument("--tasks", type=int, default=200, help="no-op tasks (default 200)")
+    be.add_argument("--json", action="store_true", help="print the result as JSON")
 
     sub.add_parser("list", help="list the registered experiments")
     return parser
@@ -212,6 +221,19 @@ def main(argv=None) -> int:
             for name, paths in written.items():
                 for p in paths:
                     print(f"{name}: {p}")
+        return 0
+    if args.command == "bench-engine":
+        from .engine import measure_overhead
+
+        workers = args.workers if args.workers is not None else (1 if args.engine == "local" else None)
+        result = measure_overhead(EngineSpec(args.engine, workers=workers, address=args.address),
+                                  check_positive_int(args.tasks, "tasks"))
+        if args.json:
+            print(dumps(result))
+        else:
+            print(f"{result['engine']}: open {result['open_seconds']:.2f} s, first {result['warmup_tasks']} tasks "
+                  f"{result['warmup_seconds']:.2f} s, then {result['tasks']} no-op tasks in "
+                  f"{result['wall_seconds']:.2f} s = {result['ms_per_task']:.2f} ms per task")
         return 0
     if args.command == "bench":
         from .bench import run_bench

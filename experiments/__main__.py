@@ -19,10 +19,10 @@ import torch
 from theory.cli import ArgumentParser, dumps, run_main
 from theory.validation import check_positive_int
 
-from .device import DEVICE_CHOICES, resolve_device
-from .engine import ENGINES, RAY_EXTRA_HINT, EngineSpec, open_engine
-from .progress import PROGRESS_MODES
-from .registry import SCALES, experiment_names, get_experiment
+from .infra.device import DEVICE_CHOICES, resolve_device
+from .infra.engine import ENGINES, RAY_EXTRA_HINT, EngineSpec, open_engine
+from .infra.progress import PROGRESS_MODES
+from .infra.registry import SCALES, experiment_names, get_experiment
 
 
 def _parser() -> ArgumentParser:
@@ -156,7 +156,7 @@ def main(argv=None) -> int:
             print(f"{name}: {get_experiment(name).description}")
         return 0
     if args.command == "run":
-        from .sweep import run_sweep
+        from .infra.sweep import run_sweep
 
         experiment = get_experiment(args.experiment)
         seeds = None if args.seeds is None else check_positive_int(args.seeds, "seeds")
@@ -200,7 +200,7 @@ def main(argv=None) -> int:
                       f"(--resume runs them again; first error: {summary.errors[0]['error']})", file=sys.stderr)
         return 1 if summary.failed else 0
     if args.command == "figures":
-        from .results import ResultsStore
+        from .infra.results import ResultsStore
 
         results_dir, out_dir = Path(args.results), Path(args.out)
         if not results_dir.is_dir():
@@ -223,7 +223,7 @@ def main(argv=None) -> int:
                     print(f"{name}: {p}")
         return 0
     if args.command == "bench-engine":
-        from .engine import measure_overhead
+        from .infra.engine import measure_overhead
 
         workers = args.workers if args.workers is not None else (1 if args.engine == "local" else None)
         result = measure_overhead(EngineSpec(args.engine, workers=workers, address=args.address),

@@ -17,10 +17,10 @@ import numpy as np
 from theory.validation import check_density, check_open_unit
 
 from .e2_layerwise import PAPER_TRAIN, check_data_dir, seed_mean
-from .figures import new_figure, save_figure
+from .infra.figures import new_figure, save_figure
 from .imp import levels_to_reach, run_imp
 from .models import build_model
-from .registry import ScaledSweep
+from .infra.registry import ScaledSweep
 from .sparse_training import TrainSettings, load_classification, majority_rate, prepare_inputs
 
 __all__ = ["IMPExperiment", "EXPERIMENT", "start_label"]

@@ -5,7 +5,7 @@ one source density p (all source layers), one tolerance, and a list of width mul
 (multiplier, seed) is one *task*: a seeded target (``random_target(widths, seed)``; the digits MLP is trained once
 with seed 0) and a seeded source of theory's widths × multiplier (:func:`construct.build_weak_ticket`,
 :func:`construct.build_strong_ticket`, source seed = seed); the tasks run on the engine of
-:mod:`experiments.engine` (a local process pool by default, Ray tasks when the sweep runs on Ray; one BLAS / numba
+:mod:`experiments.infra.engine` (a local process pool by default, Ray tasks when the sweep runs on Ray; one BLAS / numba
 thread per task) and are recorded in task order, so the results do not depend on the engine or the number of
 workers. A task whose planned source would have more than ``max_source_params`` weights is not
 built and is recorded as ``skipped`` (never counted as a success or a failure).
@@ -39,9 +39,9 @@ from theory.er_factor import er_factor
 from theory.subset_sum import load_nss_table
 from theory.validation import check_choice, check_open_unit, check_positive_int
 
-from .engine import EngineSpec, current_task_engine, open_engine
-from .figures import new_figure, save_figure
-from .registry import ScaledSweep
+from .infra.engine import EngineSpec, current_task_engine, open_engine
+from .infra.figures import new_figure, save_figure
+from .infra.registry import ScaledSweep
 
 __all__ = [
     "CONSTRUCTIONS",
@@ -151,7 +151,7 @@ def run_task(task: dict) -> dict:
 
 
 def run_tasks(tasks: list[dict], workers: int | None = None, engine: EngineSpec | None = None) -> list[dict]:
-    """``run_task`` over ``tasks`` on ``engine`` (default: the sweep's, :func:`experiments.engine.current_task_engine`
+    """``run_task`` over ``tasks`` on ``engine`` (default: the sweep's, :func:`experiments.infra.engine.current_task_engine`
     — a local process pool of ``workers`` processes, all available CPUs when None, 1 = in this process); results in
     task order. A task that raises raises here (the sweep records the run as failed)."""
     if workers is not None:

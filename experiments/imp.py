@@ -21,7 +21,7 @@ from torch import nn
 
 from theory.validation import check_density, check_open_unit, check_positive_int
 
-from .masked import masked_modules
+from .infra.masked import masked_modules
 from .sparse_training import TrainSettings, evaluate, forward_macs, layer_output_sizes, train_model
 
 __all__ = [

@@ -8,7 +8,7 @@ nested prefixes), so one pass gives the failure count at every n = 0..k_max. N_S
 the one-sided Clopper–Pearson upper bound (at the stated confidence) of every grid point's failure probability is
 ≤ δ'. The same draws are used for every ε of a law (common random numbers), so the table is monotone in ε and δ'.
 
-The batches of trials are independent tasks run on the engine of :mod:`experiments.engine` (a local process pool
+The batches of trials are independent tasks run on the engine of :mod:`experiments.infra.engine` (a local process pool
 by default, ``--engine ray`` for Ray, one BLAS / numba thread per task); the candidates are drawn in this process
 and the counts are assembled in batch order, so the table does not depend on the engine or the number of workers.
 
@@ -76,10 +76,10 @@ def needed_batch(task: tuple) -> np.ndarray:
 def calibrate(trials: int, seed: int, confidence: float, grid_points: int, k_max: int,
               laws=LAWS, eps_grid=EPS_GRID, delta_grid=DELTA_GRID, batch: int = 1000, engine=None) -> dict:
     """Run the Monte Carlo and return the table as a JSON-ready dict (see the module docstring); the batches run
-    on ``engine`` (:class:`experiments.engine.EngineSpec`; default: in this process)."""
+    on ``engine`` (:class:`experiments.infra.engine.EngineSpec`; default: in this process)."""
     from tqdm import tqdm
 
-    from experiments.engine import EngineSpec, open_engine
+    from experiments.infra.engine import EngineSpec, open_engine
 
     grid = np.linspace(-1.0, 1.0, grid_points)
     draws = [draw_candidates(law, trials, k_max, np.random.default_rng([seed, law_index]))
@@ -169,7 +169,7 @@ def main(argv=None) -> int:
     k_max = check_positive_int(args.k_max, "k_max", minimum=2)
     if args.seed < 0:
         raise ValueError(f"seed={args.seed} is out of range: allowed integers >= 0")
-    from experiments.engine import EngineSpec
+    from experiments.infra.engine import EngineSpec
 
     engine = EngineSpec(args.engine, workers=args.workers, address=args.address)
     started = time.time()

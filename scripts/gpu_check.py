@@ -46,7 +46,7 @@ def cifar_epoch(data_dir, device_name: str, width: int, scheme: str = "balanced"
     ``data_dir``: wall seconds, images per second, peak memory (CUDA allocator, or the process's max RSS)."""
     import torch
 
-    from experiments.device import describe_device, resolve_device
+    from experiments.infra.device import describe_device, resolve_device
     from experiments.e2_layerwise import EXPERIMENT
 
     device = resolve_device(device_name)
@@ -62,7 +62,7 @@ def cifar_epoch(data_dir, device_name: str, width: int, scheme: str = "balanced"
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - t0
-    from experiments.data import cifar_task
+    from experiments.infra.data import cifar_task
 
     n_train = len(cifar_task(data_dir).y_train)
     memory = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from experiments.data import (affine_teacher_task, cifar_task, digits_task, mnist5k_task, relu_teacher_task,
+from experiments.infra.data import (affine_teacher_task, cifar_task, digits_task, mnist5k_task, relu_teacher_task,
                               restricted_load, seeded_split)
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from experiments.__main__ import main
-from experiments.engine import EngineSpec, LocalEngine, check_address, open_engine
+from experiments.infra.engine import EngineSpec, LocalEngine, check_address, open_engine
 from theory.cli import run_main
 
 def _square_or_raise(x):

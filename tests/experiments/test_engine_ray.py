@@ -22,8 +22,8 @@ ROOT = HERE.parents[1]
 sys.path.insert(0, str(HERE))
 from sweep_doubles import Fake  # noqa: E402
 
-from experiments.engine import EngineSpec, open_engine  # noqa: E402
-from experiments.sweep import failures_path, results_path, run_sweep  # noqa: E402
+from experiments.infra.engine import EngineSpec, open_engine  # noqa: E402
+from experiments.infra.sweep import failures_path, results_path, run_sweep  # noqa: E402
 
 CPU = torch.device("cpu")
 # Ray 2.60 turns token authentication on for `ray start --head` when a token exists (~/.ray/auth_token), and a
@@ -136,8 +136,8 @@ def test_sigkill_ray_driver_then_local_resume_loses_and_duplicates_nothing(clust
     script = textwrap.dedent(f"""
         import torch
         from sweep_doubles import Fake
-        from experiments.engine import EngineSpec, open_engine
-        from experiments.sweep import run_sweep
+        from experiments.infra.engine import EngineSpec, open_engine
+        from experiments.infra.sweep import run_sweep
         exp = Fake(delay_s=0.4, runs={runs})
         with open_engine(EngineSpec("ray", address={cluster!r})) as engine:
             run_sweep(exp, exp.configs("smoke"), {str(tmp_path)!r}, torch.device("cpu"), engine=engine,

@@ -5,7 +5,7 @@ from torch import nn
 
 from experiments.e3_imp import EXPERIMENT as E3
 from experiments.imp import current_masks, rewind_, snapshot
-from experiments.masked import MaskedLinear
+from experiments.infra.masked import MaskedLinear
 
 
 def test_imp_paper_configs_carry_the_released_code_settings(tmp_path):

@@ -13,8 +13,8 @@ import torch
 sys.path.insert(0, os.path.dirname(__file__))
 from sweep_doubles import Fake  # noqa: E402
 
-from experiments.results import ResultsStore, ResultsWarning, config_key
-from experiments.sweep import failures_path, results_path, run_sweep
+from experiments.infra.results import ResultsStore, ResultsWarning, config_key
+from experiments.infra.sweep import failures_path, results_path, run_sweep
 
 
 def _lines(path):
@@ -92,7 +92,7 @@ def test_progress_lines_when_stderr_is_not_a_terminal(tmp_path):
         import sys, torch
         sys.path.insert(0, {os.path.dirname(__file__)!r})
         from sweep_doubles import Fake
-        from experiments.sweep import run_sweep
+        from experiments.infra.sweep import run_sweep
         exp = Fake(delay_s=0.3, runs=3)
         run_sweep(exp, exp.configs("smoke"), {str(tmp_path)!r}, torch.device("cpu"), progress_interval_s=0.1)
     """)
@@ -111,7 +111,7 @@ def test_sigkill_mid_sweep_then_resume(tmp_path):
         import sys, time, torch
         sys.path.insert(0, {os.path.dirname(__file__)!r})
         from sweep_doubles import Fake
-        from experiments.sweep import run_sweep
+        from experiments.infra.sweep import run_sweep
 
         class Slow(Fake):
             def run(self, config, device, on_loss=None):

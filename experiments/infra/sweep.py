@@ -6,8 +6,8 @@ flight. ``resume=True`` skips every config whose key is already in the results f
 (the key is the config's hash; engine, device and wall time are not part of it). A run that raises is not retried
 unless ``retries`` allows it; its error is appended to ``<out>/<experiment>.failed.jsonl`` (one JSON line per
 failed run: key, config, error, attempts), the sweep goes on, and a later ``--resume`` runs it again (it is not
-finished). Engines: :mod:`experiments.engine` (``local`` = in this process, one run after the other; ``ray`` =
-one Ray task per run). Progress: :mod:`experiments.progress`.
+finished). Engines: :mod:`experiments.infra.engine` (``local`` = in this process, one run after the other; ``ray`` =
+one Ray task per run). Progress: :mod:`experiments.infra.progress`.
 """
 from __future__ import annotations
 

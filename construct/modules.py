@@ -11,7 +11,7 @@ Accepted modules (``call_module`` nodes): ``nn.Linear``; ``nn.Conv2d`` (dilation
 ``nn.BatchNorm2d`` with running statistics (read as its eval-mode affine map); ``nn.ReLU``; ``nn.Flatten``
 (start_dim 1); ``nn.MaxPool2d`` / ``nn.AvgPool2d`` (no ceil mode, no dilation/divisor override);
 ``nn.AdaptiveAvgPool2d(1)``; ``nn.Identity`` and ``nn.Dropout`` (identities in eval mode). Layers masked with
-:func:`construct.er_masks` (parametrized) or ``experiments.masked`` (a ``mask`` buffer) are read with
+:func:`construct.er_masks` (parametrized) or ``experiments.infra.masked`` (a ``mask`` buffer) are read with
 their masks applied. Functions: ``F.relu``/``torch.relu``/``.relu()``, ``torch.flatten``/``.flatten(1)``/
 ``.view(x.size(0), -1)``, ``F.max_pool2d``, ``F.avg_pool2d``, ``F.adaptive_avg_pool2d(x, 1)``, and ``+`` /
 ``torch.add`` of two tensors (a residual addition).
@@ -145,7 +145,7 @@ class _Tracer(fx.Tracer):
 
 
 def _effective_weight(module: nn.Module, qualname: str, base: type) -> torch.Tensor:
-    """The weight the layer computes with: parametrized (er_masks), ``weight * mask`` (experiments.masked) or plain;
+    """The weight the layer computes with: parametrized (er_masks), ``weight * mask`` (experiments.infra.masked) or plain;
     refuses a subclass that overrides forward in another way."""
     if parametrize.is_parametrized(module):
         if set(module.parametrizations.keys()) - {"weight"}:
@@ -155,10 +155,10 @@ def _effective_weight(module: nn.Module, qualname: str, base: type) -> torch.Ten
     if type(module).forward is base.forward:
         return module.weight
     mask = getattr(module, "mask", None)
-    if isinstance(mask, torch.Tensor) and mask.shape == module.weight.shape and type(module).__module__ == "experiments.masked":
+    if isinstance(mask, torch.Tensor) and mask.shape == module.weight.shape and type(module).__module__ == "experiments.infra.masked":
         return module.weight * mask
     raise ValueError(f"layer {qualname!r} ({type(module).__name__}) overrides {base.__name__}.forward: allowed the "
-                     "plain layer, a layer masked by construct.er_masks or experiments.masked")
+                     "plain layer, a layer masked by construct.er_masks or experiments.infra.masked")
 
 
 def _module_record(node, module: nn.Module, qualname: str, name: str, inputs: tuple) -> Layer | None:

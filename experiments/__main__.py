@@ -1,12 +1,16 @@
 """Command line of the experiments package (EXPERIMENTS.md): ``run``, ``figures``, ``bench``, ``list``.
 
     python -m experiments run e1 --scale smoke|default|paper --device auto|cpu|cuda --out DIR [--seeds N] [--resume]
+        [--engine local|ray [--address auto|HOST:PORT] [--cpus-per-run N] [--gpus-per-run F]] [--retries N]
+        [--progress auto|bar|lines|none] [--where KEY=VALUE ...] [--limit N]
     python -m experiments figures [--results DIR] [--out DIR]
     python -m experiments bench [--device auto|cpu|cuda] [--json]
+    python -m experiments bench-engine [--engine local|ray] [--address ADDR] [--tasks N] [--json]
 """
 from __future__ import annotations
 
 import inspect
+import json
 import sys
 from pathlib import Path
 
@@ -16,8 +20,10 @@ from theory.cli import ArgumentParser, dumps, run_main
 from theory.memory import parse_memory
 from theory.validation import check_positive_int
 
-from .device import DEVICE_CHOICES, resolve_device
-from .registry import SCALES, experiment_names, get_experiment
+from .infra.device import DEVICE_CHOICES, resolve_device
+from .infra.engine import ENGINES, RAY_EXTRA_HINT, EngineSpec, open_engine
+from .infra.progress import PROGRESS_MODES
+from .infra.registry import SCALES, experiment_names, get_experiment
 
 
 _MAX_MEMORY_HELP = ("memory budget, e.g. 8G or 512M: what the command would allocate is estimated first and "
@@ -34,11 +40,12 @@ def _parser() -> ArgumentParser:
                             "figures from stored results, and a batching benchmark.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def add_common(p, default_threads=1):
+    def add_common(p, default_threads=1, threads_help=""):
         p.add_argument("--device", default="auto", choices=DEVICE_CHOICES,
                        help="auto = CUDA when torch sees a GPU, else CPU; cuda without a GPU is an error (default auto)")
         p.add_argument("--threads", type=int, default=default_threads,
-                       help="torch CPU threads (default 1: on a shared or small CPU more threads are often slower)")
+                       help=threads_help or "torch CPU threads (default 1: on a shared or small CPU more threads are "
+                                            "often slower)")
 
     run = sub.add_parser("run", help="run (or resume) an experiment's sweep, appending one JSON line per run")
     run.add_argument("experiment", help=f"experiment name: one of {', '.join(experiment_names())}")
@@ -57,9 +64,35 @@ def _parser() -> ArgumentParser:
     run.add_argument("--compat", action="store_true",
                      help="layerwise: use the released code's clamp-only ERK/balanced densities (MATH.md §7), whose "
                           "realized global density undershoots the label; the realized density is always recorded")
+    run.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
+                     help="run only the configs whose KEY equals VALUE (JSON value, else text; repeatable, all must "
+                          "match), e.g. --where density=0.1; the selected runs keep their keys, so a later --resume "
+                          "without --where completes the sweep")
+    run.add_argument("--limit", type=int, default=None,
+                     help="run only the first N configs (after --where), e.g. to time one run before a sweep")
+    run.add_argument("--engine", default="local", choices=ENGINES,
+                     help="local = in this process, one run after the other (default); ray = one Ray task per run "
+                          f"(needs the extra: {RAY_EXTRA_HINT})")
+    run.add_argument("--address", default=None,
+                     help="ray: join a running cluster, 'auto' or HOST:PORT of its head (ray start --head); default: "
+                          "start an embedded Ray instance on this machine (no dashboard), stopped at the end")
+    run.add_argument("--cpus-per-run", type=int, default=1,
+                     help="ray: CPUs reserved per run, also its torch threads unless --threads is given (default 1)")
+    run.add_argument("--gpus-per-run", type=float, default=0.0,
+                     help="ray: GPUs reserved per run, fractional allowed (0.25: four runs share a GPU; default 0)")
+    run.add_argument("--max-cpus", type=int, default=None,
+                     help="ray without --address: CPUs of the embedded instance (default: every CPU this process "
+                          "may use)")
+    run.add_argument("--retries", type=int, default=0,
+                     help="run a run that raised again, at most N more times (default 0: a raising run is recorded "
+                          "in <out>/<experiment>.failed.jsonl and the sweep goes on)")
+    run.add_argument("--progress", default="auto", choices=PROGRESS_MODES,
+                     help="auto = a bar on a terminal, else a line at least every 30 s (logs, nohup, notebooks)")
     run.add_argument("--json", action="store_true", help="print the summary as JSON")
     run.add_argument("--max-memory", default=None, help=_MAX_MEMORY_HELP)
-    add_common(run)
+    add_common(run, default_threads=None,
+               threads_help="torch CPU threads per run (default: --cpus-per-run, i.e. 1; on a shared or small CPU "
+                            "more threads are often slower)")
 
     fig = sub.add_parser("figures", help="make every figure there are results for (PDF + PNG, reproducible bytes)")
     fig.add_argument("--results", default="figures",
@@ -76,12 +109,51 @@ def _parser() -> ArgumentParser:
     bench.add_argument("--max-memory", default=None, help=_MAX_MEMORY_HELP)
     add_common(bench)
 
+    be = sub.add_parser("bench-engine", help="engine overhead: time to start/join, then wall time per no-op task")
+    be.add_argument("--engine", default="local", choices=ENGINES)
+    be.add_argument("--address", default=None, help="ray: 'auto' or HOST:PORT (default: embedded instance)")
+    be.add_argument("--workers", type=int, default=None,
+                    help="local: processes (default 1 = this process); ray without --address: CPUs (default all)")
+    be.add_argument("--tasks", type=int, default=200, help="no-op tasks (default 200)")
+    be.add_argument("--json", action="store_true", help="print the result as JSON")
+
     sub.add_parser("list", help="list the registered experiments")
     return parser
 
 
 def _set_threads(threads: int) -> None:
     torch.set_num_threads(check_positive_int(threads, "threads"))
+
+
+def _parse_where(items: list[str]) -> list[tuple[str, object]]:
+    """``KEY=VALUE`` filters; VALUE is read as JSON when it parses (0.1, true, "x"), else kept as text."""
+    import json
+
+    out = []
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"where={item!r} is invalid: allowed KEY=VALUE, e.g. density=0.1")
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = text
+        out.append((key, value))
+    return out
+
+
+def _select(configs: list[dict], where: list[tuple[str, object]]) -> list[dict]:
+    """The configs matching every filter; a filter that matches nothing is refused (one line, names the values)."""
+    for key, value in where:
+        if not any(key in c for c in configs):
+            keys = sorted({k for c in configs for k in c})
+            raise ValueError(f"where key={key!r} is not a config field: allowed {', '.join(keys)}")
+        chosen = [c for c in configs if key in c and c[key] == value]
+        if not chosen:
+            values = sorted({json.dumps(c[key], sort_keys=True) for c in configs if key in c})[:20]
+            raise ValueError(f"where {key}={value!r} matches no config: allowed {', '.join(values)}")
+        configs = chosen
+    return configs
 
 
 def _find_results(results_dir: Path, name: str) -> list[Path]:
@@ -96,10 +168,10 @@ def main(argv=None) -> int:
             print(f"{name}: {get_experiment(name).description}")
         return 0
     if args.command == "run":
-        from .sweep import run_sweep
+        from .infra.sweep import run_sweep
 
-        from .registry import check_seeds
-        from .sweep_memory import plan_sweep
+        from .infra.registry import check_seeds
+        from .infra.sweep_memory import plan_sweep
 
         experiment = get_experiment(args.experiment)
         seeds = None if args.seeds is None else check_seeds(args.seeds)
@@ -115,19 +187,38 @@ def main(argv=None) -> int:
                 users = [n for n in experiment_names() if key in inspect.signature(get_experiment(n).configs).parameters]
                 raise ValueError(f"--{key.replace('_', '-')} does not apply to experiment {args.experiment!r}: "
                                  f"allowed only with {', '.join(users)}")
-        configs = plan_sweep(experiment, args.scale, seeds, options, Path(args.out) / f"{experiment.name}.jsonl",
+        planned = plan_sweep(experiment, args.scale, seeds, options, Path(args.out) / f"{experiment.name}.jsonl",
                              max_memory).configs
-        _set_threads(args.threads)
-        device = resolve_device(args.device)
-        summary = run_sweep(experiment, configs, Path(args.out), device, resume=args.resume)
+        configs = _select(planned, _parse_where(args.where))
+        if args.limit is not None:
+            configs = configs[:check_positive_int(args.limit, "limit")]
+        retries = check_positive_int(args.retries, "retries", minimum=0)
+        if args.max_cpus is not None and (args.engine != "ray" or args.address is not None):
+            raise ValueError("--max-cpus applies to an embedded Ray instance only: allowed with --engine ray and "
+                             "no --address")
+        spec = EngineSpec(args.engine, workers=args.max_cpus if args.engine == "ray" else 1, address=args.address,
+                          cpus_per_task=check_positive_int(args.cpus_per_run, "cpus_per_run"),
+                          gpus_per_task=args.gpus_per_run)
+        threads = check_positive_int(args.threads if args.threads is not None else args.cpus_per_run, "threads")
+        if spec.kind == "local":
+            torch.set_num_threads(threads)
+        # a cluster's workers resolve --device themselves (their GPUs are not this machine's)
+        device = args.device if args.address is not None else resolve_device(args.device)
+        with open_engine(spec) as engine:
+            summary = run_sweep(experiment, configs, Path(args.out), device, resume=args.resume, engine=engine,
+                                retries=retries, progress=args.progress, threads=threads)
         if args.json:
             print(dumps(summary))
         else:
             print(f"{summary.experiment}: {summary.ran} run(s) done, {summary.skipped} already finished, "
-                  f"{summary.total} in the sweep; {summary.wall_seconds:.1f} s; results in {summary.results}")
-        return 0
+                  f"{summary.failed} failed, {summary.total} in the sweep; {summary.wall_seconds:.1f} s on "
+                  f"{summary.engine}; results in {summary.results}")
+            if summary.failed:
+                print(f"{summary.experiment}: {summary.failed} failed run(s) recorded in {summary.failures} "
+                      f"(--resume runs them again; first error: {summary.errors[0]['error']})", file=sys.stderr)
+        return 1 if summary.failed else 0
     if args.command == "figures":
-        from .results import ResultsStore
+        from .infra.results import ResultsStore
 
         results_dir, out_dir = Path(args.results), Path(args.out)
         max_memory = _max_memory(args)
@@ -152,6 +243,19 @@ def main(argv=None) -> int:
             for name, paths in written.items():
                 for p in paths:
                     print(f"{name}: {p}")
+        return 0
+    if args.command == "bench-engine":
+        from .infra.engine import measure_overhead
+
+        workers = args.workers if args.workers is not None else (1 if args.engine == "local" else None)
+        result = measure_overhead(EngineSpec(args.engine, workers=workers, address=args.address),
+                                  check_positive_int(args.tasks, "tasks"))
+        if args.json:
+            print(dumps(result))
+        else:
+            print(f"{result['engine']}: open {result['open_seconds']:.2f} s, first {result['warmup_tasks']} tasks "
+                  f"{result['warmup_seconds']:.2f} s, then {result['tasks']} no-op tasks in "
+                  f"{result['wall_seconds']:.2f} s = {result['ms_per_task']:.2f} ms per task")
         return 0
     if args.command == "bench":
         from .bench import run_bench

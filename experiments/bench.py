@@ -14,10 +14,10 @@ import torch
 from theory.memory import check_memory
 from theory.validation import check_positive_int
 
-from .data import affine_teacher_task
-from .device import describe_device
+from .infra.data import affine_teacher_task
+from .infra.device import describe_device
 from .e1_three_layer import DENSITIES
-from .ensemble import MLPSpec, TrainConfig, train_ensemble, train_single
+from .infra.ensemble import MLPSpec, TrainConfig, train_ensemble, train_single
 
 __all__ = ["BenchCase", "BenchResult", "MAX_MODELS", "MAX_STEPS", "bench_memory_estimate", "bench_specs", "run_bench"]
 

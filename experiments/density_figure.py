@@ -16,7 +16,7 @@ import numpy as np
 from theory.atomic import atomic_write_text
 from theory.densities import SCHEMES, layer_densities
 
-from .figures import new_figure, save_figure
+from .infra.figures import new_figure, save_figure
 
 __all__ = ["DENSITIES", "resnet18_layers", "density_rows", "make_density_figures"]
 
@@ -29,7 +29,7 @@ _COLORS = {"uniform": "C0", "erk": "C1", "balanced": "C2", "pyramidal": "C3"}
 def resnet18_layers() -> tuple[list[str], list[tuple[int, ...]]]:
     """Names and weight shapes of the masked layers of the CIFAR ResNet-18 (3×32×32 inputs, 10 classes), in the
     module order that :func:`experiments.models.weight_shapes` uses."""
-    from .masked import masked_modules
+    from .infra.masked import masked_modules
     from .models import build_architecture, weight_shapes
 
     model = build_architecture("resnet18", (3, 32, 32), 10)

@@ -17,7 +17,7 @@ from matplotlib.colors import LogNorm
 from theory.atomic import atomic_write_text
 from theory.lower_bound import lower_bound_width, lower_bound_width_closed_form
 
-from .figures import new_figure, save_figure
+from .infra.figures import new_figure, save_figure
 
 __all__ = ["flatten", "make_figures", "heatmap_table"]
 

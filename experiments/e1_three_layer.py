@@ -33,9 +33,9 @@ from theory.lower_bound import (
 )
 from theory.validation import check_densities, check_open_unit
 
-from .data import Dataset, affine_teacher_task, digits_task, mnist5k_task, relu_teacher_task
-from .ensemble import MLPSpec, TrainConfig, evaluate_models, train_ensemble
-from .registry import ScaledSweep
+from .infra.data import Dataset, affine_teacher_task, digits_task, mnist5k_task, relu_teacher_task
+from .infra.ensemble import MLPSpec, TrainConfig, evaluate_models, train_ensemble
+from .infra.registry import ScaledSweep
 
 __all__ = ["E1", "EXPERIMENT", "DENSITIES", "scaled_width", "load_task", "student_metrics"]
 

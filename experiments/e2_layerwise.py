@@ -20,9 +20,9 @@ from theory.atomic import atomic_write_text
 from theory.densities import SCHEMES, layer_densities
 from theory.validation import check_densities
 
-from .figures import new_figure, save_figure
+from .infra.figures import new_figure, save_figure
 from .models import build_model
-from .registry import ScaledSweep
+from .infra.registry import ScaledSweep
 from .sparse_training import TrainSettings, evaluate, load_classification, majority_rate, prepare_inputs, train_model
 
 __all__ = ["LayerwiseExperiment", "EXPERIMENT", "check_data_dir", "seed_mean"]

@@ -17,10 +17,10 @@ import numpy as np
 from theory.validation import check_density, check_open_unit
 
 from .e2_layerwise import PAPER_TRAIN, check_data_dir, seed_mean
-from .figures import new_figure, save_figure
+from .infra.figures import new_figure, save_figure
 from .imp import levels_to_reach, run_imp
 from .models import build_model
-from .registry import ScaledSweep
+from .infra.registry import ScaledSweep
 from .sparse_training import TrainSettings, load_classification, majority_rate, prepare_inputs
 
 __all__ = ["IMPExperiment", "EXPERIMENT", "start_label"]
@@ -56,6 +56,9 @@ class IMPExperiment(ScaledSweep):
             "task": "cifar10", "seeds": 3, "starts": [1.0, 0.5, 0.3], "final_density": 0.0106,
             "prune_fraction": 0.2, "model": "resnet18", "architecture": {"width": 64}, "scheme": "balanced",
             "train": dict(PAPER_TRAIN, epochs=150), "density_aware_init": False,
+            # parity with the released code (issue 12): its last level trains 160 epochs, and rewinding restores
+            # the weights but keeps the BatchNorm running statistics
+            "final_epochs": 160, "rewind_bn_stats": False,
         },
     })
 
@@ -74,6 +77,9 @@ class IMPExperiment(ScaledSweep):
                           "seed": seed, "start_density": start, "scheme": "dense" if start == 1.0 else s["scheme"],
                           "prune_fraction": fraction, "levels": levels_to_reach(start, final, fraction),
                           "train": dict(s["train"]), "density_aware_init": s["density_aware_init"]}
+                for key in ("final_epochs", "rewind_bn_stats"):  # paper scale only: smoke/default keys unchanged
+                    if key in s:
+                        config[key] = s[key]
                 if directory is not None:
                     config["data_dir"] = directory
                 configs.append(config)
@@ -87,9 +93,12 @@ class IMPExperiment(ScaledSweep):
         built = build_model(config["model"], shape, data.n_classes, density=config["start_density"],
                             scheme=config["scheme"], seed=config["seed"],
                             density_aware_init=config["density_aware_init"], device=device, **arch)
+        final = (TrainSettings.from_dict(dict(config["train"], epochs=config["final_epochs"]))
+                 if "final_epochs" in config else None)
         levels = run_imp(built.module, x_train, y_train, x_test, y_test, TrainSettings.from_dict(config["train"]),
                          levels=config["levels"], prune_fraction=config["prune_fraction"], seed=config["seed"],
-                         device=device, on_loss=on_loss)
+                         device=device, on_loss=on_loss, final_settings=final,
+                         rewind_buffers=config.get("rewind_bn_stats", True))
         return {"task_name": data.name, "majority_rate": majority_rate(y_test.numpy()),
                 "start_realized_density": built.table.realized_global_density,
                 "levels": [lv.to_dict() for lv in levels]}

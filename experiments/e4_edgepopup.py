@@ -25,9 +25,9 @@ from theory.validation import check_choice, check_densities
 
 from .e2_layerwise import check_data_dir, seed_mean
 from .edge_popup import POPUP_LAYERS, check_final_density, popup_layers, prepare_edge_popup_, score_parameters
-from .figures import new_figure, save_figure
+from .infra.figures import new_figure, save_figure
 from .models import build_model, weight_shapes
-from .registry import ScaledSweep
+from .infra.registry import ScaledSweep
 from .sparse_training import TrainSettings, evaluate, load_classification, majority_rate, prepare_inputs, train_model
 
 __all__ = ["EdgePopupExperiment", "EXPERIMENT", "final_layer_densities"]

@@ -4,9 +4,10 @@ CPU only, no training. One run (one results line) = one construction ("weak" §4
 one source density p (all source layers), one tolerance, and a list of width multipliers × seeds. Every
 (multiplier, seed) is one *task*: a seeded target (``random_target(widths, seed)``; the digits MLP is trained once
 with seed 0) and a seeded source of theory's widths × multiplier (:func:`construct.build_weak_ticket`,
-:func:`construct.build_strong_ticket`, source seed = seed); the tasks run in a process pool
-(:mod:`concurrent.futures`, one BLAS thread per worker) and are recorded in task order, so the results do not depend
-on the number of workers. A task whose planned source would have more than ``max_source_params`` weights is not
+:func:`construct.build_strong_ticket`, source seed = seed); the tasks run on the engine of
+:mod:`experiments.infra.engine` (a local process pool by default, Ray tasks when the sweep runs on Ray; one BLAS / numba
+thread per task) and are recorded in task order, so the results do not depend on the engine or the number of
+workers. A task whose planned source would have more than ``max_source_params`` weights is not
 built and is recorded as ``skipped`` (never counted as a success or a failure).
 
 Per task: success, failures (total and per target layer), certificate, sampled error, source / ER-kept / ticket /
@@ -23,10 +24,8 @@ import functools
 import hashlib
 import json
 import math
-import os
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,8 +39,9 @@ from theory.er_factor import er_factor
 from theory.subset_sum import load_nss_table
 from theory.validation import check_choice, check_open_unit, check_positive_int
 
-from .figures import new_figure, save_figure
-from .registry import ScaledSweep
+from .infra.engine import EngineSpec, current_task_engine, open_engine
+from .infra.figures import new_figure, save_figure
+from .infra.registry import ScaledSweep
 
 __all__ = [
     "CONSTRUCTIONS",
@@ -150,14 +150,17 @@ def run_task(task: dict) -> dict:
     return out
 
 
-def run_tasks(tasks: list[dict], workers: int | None = None) -> list[dict]:
-    """``run_task`` over ``tasks`` in a process pool of ``workers`` (default: all cores; 1 = in this process);
-    results in task order."""
-    workers = (os.cpu_count() or 1) if workers is None else check_positive_int(workers, "workers")
-    if workers == 1 or len(tasks) <= 1:
+def run_tasks(tasks: list[dict], workers: int | None = None, engine: EngineSpec | None = None) -> list[dict]:
+    """``run_task`` over ``tasks`` on ``engine`` (default: the sweep's, :func:`experiments.infra.engine.current_task_engine`
+    — a local process pool of ``workers`` processes, all available CPUs when None, 1 = in this process); results in
+    task order. A task that raises raises here (the sweep records the run as failed)."""
+    if workers is not None:
+        check_positive_int(workers, "workers")
+    spec = engine or current_task_engine(workers)
+    if spec.kind == "local" and (len(tasks) <= 1 or spec.workers == 1):
         return [run_task(t) for t in tasks]
-    with ProcessPoolExecutor(max_workers=min(workers, len(tasks))) as pool:
-        return list(pool.map(run_task, tasks, chunksize=1))
+    with open_engine(spec) as runner:
+        return runner.map(run_task, tasks)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -329,7 +332,7 @@ class ConstructionExperiment(ScaledSweep):
             "check": [(c, {"kind": "random", "widths": [4, 8, 4]}, [1.0, 0.5, 0.2, 0.1], 500) for c in CONSTRUCTIONS],
         },
     })
-    workers: int | None = None  #: process-pool size (None: all cores)
+    workers: int | None = None  #: local process-pool size (None: all available CPUs)
 
     def configs(self, scale: str, seeds: int | None = None) -> list[dict]:
         """One config per (series, construction, target, density[, ε]); each holds its multipliers and seeds."""
@@ -374,7 +377,7 @@ class ConstructionExperiment(ScaledSweep):
         return out
 
     def run(self, config: dict, device=None, on_loss: Callable[[float], None] | None = None) -> dict:
-        """All (multiplier, seed) tasks of ``config`` in the process pool (CPU; ``device`` is ignored)."""
+        """All (multiplier, seed) tasks of ``config`` on the engine (CPU; ``device`` is ignored)."""
         check_choice(config["construction"], "construction", CONSTRUCTIONS)
         check_open_unit(config["delta"], "delta")
         tasks = [{**config, "multiplier": float(m), "seed": int(seed)}

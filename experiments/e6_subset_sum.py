@@ -43,8 +43,8 @@ from theory.validation import (
     check_positive_int,
 )
 
-from .figures import new_figure, save_figure
-from .registry import ScaledSweep
+from .infra.figures import new_figure, save_figure
+from .infra.registry import ScaledSweep
 
 __all__ = [
     "EXPERIMENT",

@@ -21,7 +21,7 @@ from torch.nn import functional as F
 
 from theory.validation import check_density
 
-from .masked import MaskedConv2d, MaskedLinear, masked_modules
+from .infra.masked import MaskedConv2d, MaskedLinear, masked_modules
 
 __all__ = ["TopKMask", "popup_mask", "PopupLinear", "PopupConv2d", "POPUP_LAYERS", "popup_layers",
            "prepare_edge_popup_", "popup_masks", "score_parameters", "check_final_density"]

@@ -129,7 +129,7 @@ def _parser() -> ArgumentParser:
 def main(argv=None) -> int:
     from pathlib import Path
 
-    from .results import ResultsStore
+    from .infra.results import ResultsStore
 
     args = _parser().parse_args(argv)
     path = Path(args.results)

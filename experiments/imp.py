@@ -21,7 +21,7 @@ from torch import nn
 
 from theory.validation import check_density, check_open_unit, check_positive_int
 
-from .masked import masked_modules
+from .infra.masked import masked_modules
 from .sparse_training import TrainSettings, evaluate, forward_macs, layer_output_sizes, train_model
 
 __all__ = [
@@ -110,10 +110,13 @@ def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 @torch.no_grad()
-def rewind_(model: nn.Module, initial: dict[str, torch.Tensor], masks: Sequence[torch.Tensor]) -> None:
+def rewind_(model: nn.Module, initial: dict[str, torch.Tensor], masks: Sequence[torch.Tensor],
+            buffers: bool = True) -> None:
     """Restore every parameter and buffer of ``model`` to ``initial`` except the masks, install ``masks``,
-    and zero the weights outside them: kept weights get exactly their initial values."""
-    state = {k: v for k, v in initial.items() if not k.endswith("mask")}
+    and zero the weights outside them: kept weights get exactly their initial values. ``buffers=False`` keeps
+    the current buffers (BatchNorm running statistics), as the released code's IMP does."""
+    kept = set() if buffers else {name for name, _ in model.named_buffers()}
+    state = {k: v for k, v in initial.items() if not k.endswith("mask") and k not in kept}
     model.load_state_dict(state, strict=False)
     set_masks_(model, masks)
 
@@ -140,8 +143,12 @@ class LevelResult:
 def run_imp(model: nn.Module, x_train, y_train, x_test, y_test, settings: TrainSettings, *, levels: int,
             prune_fraction: float = 0.2, seed: int, device="cpu",
             on_level: Callable[[LevelResult], None] | None = None,
-            on_loss: Callable[[float], None] | None = None) -> list[LevelResult]:
+            on_loss: Callable[[float], None] | None = None, final_settings: TrainSettings | None = None,
+            rewind_buffers: bool = True) -> list[LevelResult]:
     """IMP with rewinding to initialisation inside ``model``'s current masks (see module docstring).
+
+    ``final_settings``: training of the last level (default ``settings``); ``rewind_buffers=False``: rewinding
+    keeps the BatchNorm running statistics (the released code's behaviour, used at paper scale).
 
     ``model`` must be freshly initialised (its state is the rewind point). Returns one :class:`LevelResult`
     per level 0 … ``levels``; level k's kept count equals :func:`imp_counts` (c_0 = nnz of the start mask).
@@ -158,8 +165,9 @@ def run_imp(model: nn.Module, x_train, y_train, x_test, y_test, settings: TrainS
             masks = current_masks(model)
             kept_now = sum(int(m.sum()) for m in masks)
             masks = global_magnitude_prune([m.weight for m in layers], masks, kept_now - counts[level])
-            rewind_(model, initial, masks)
-        outcome = train_model(model, x_train, y_train, settings, seed=seed * 1000 + level, device=device,
+            rewind_(model, initial, masks, buffers=rewind_buffers)
+        level_settings = final_settings if (final_settings is not None and level == levels) else settings
+        outcome = train_model(model, x_train, y_train, level_settings, seed=seed * 1000 + level, device=device,
                               macs_per_sample=forward_macs(model, sizes), on_loss=on_loss)
         cumulative += outcome.train_macs
         test = evaluate(model, x_test, y_test, device=device)

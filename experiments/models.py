@@ -1,8 +1,8 @@
 """Masked models for E2–E4 (EXPERIMENTS.md), following Gadhikar et al. 2023: an MLP, a small CNN for 28×28 and
 8×8 inputs, and the CIFAR ResNet-18 of the paper's released code.
 
-Every weight layer is a masked layer (:class:`~experiments.masked.MaskedLinear` /
-:class:`~experiments.masked.MaskedConv2d`, or a subclass passed in ``layer_classes``). Its density p_l comes from
+Every weight layer is a masked layer (:class:`~experiments.infra.masked.MaskedLinear` /
+:class:`~experiments.infra.masked.MaskedConv2d`, or a subclass passed in ``layer_classes``). Its density p_l comes from
 :func:`theory.densities.layer_densities` over the model's weight shapes in module order (MATH.md §7, any scheme,
 exact or ``compat``). :func:`build_model` builds the architecture, then draws — from one ``torch.Generator`` seeded
 with ``seed``, layer by layer in module order — the ER(p_l) mask (i.i.d. Bernoulli(p_l), MATH.md §1) and the
@@ -22,7 +22,7 @@ from torch.nn import functional as F
 from theory.densities import SCHEMES, LayerDensities, layer_densities
 from theory.validation import check_choice, check_density, check_positive_int
 
-from .masked import MaskedConv2d, MaskedLinear, er_mask, masked_modules
+from .infra.masked import MaskedConv2d, MaskedLinear, er_mask, masked_modules
 
 __all__ = [
     "MODELS",

@@ -3,7 +3,7 @@
 :func:`train_model` trains an ``nn.Module`` whose weight layers are masked layers with SGD (+momentum, weight
 decay) or Adam, cosine or constant learning rate, optional CIFAR augmentation (random crop with 4-pixel
 padding + horizontal flip), minibatches from a seeded ``torch.Generator``. After every optimizer step
-:func:`experiments.masked.enforce_masks_` sets every weight outside its mask — and the matching momentum/Adam
+:func:`experiments.infra.masked.enforce_masks_` sets every weight outside its mask — and the matching momentum/Adam
 state — to exactly 0, so nothing outside the mask ever becomes non-zero. It also counts the multiply-adds
 actually performed in masked layers: a training step on B samples costs 3·B·Σ_l nnz(M_l)·s_l, where s_l is the
 layer's output spatial size (1 for a linear layer) and the factor 3 is the usual forward + two backward products.
@@ -21,8 +21,8 @@ from torch.nn import functional as F
 
 from theory.validation import check_choice, check_positive_int, check_positive_real
 
-from .data import Dataset
-from .masked import attach_mask_enforcement, enforce_masks_, masked_modules
+from .infra.data import Dataset
+from .infra.masked import attach_mask_enforcement, enforce_masks_, masked_modules
 
 __all__ = [
     "OPTIMIZERS",
@@ -268,7 +268,7 @@ CLASSIFICATION_TASKS = ("digits", "mnist5k", "cifar10", "cifar100")
 def load_classification(task: str, seed: int, data_dir: str | None = None) -> Dataset:
     """The data set of a config: ``digits`` / ``mnist5k`` (seeded split) or ``cifar10`` / ``cifar100`` read
     from ``data_dir`` (official split; FileNotFoundError naming a missing directory or batch file)."""
-    from .data import cifar_task, digits_task, mnist5k_task
+    from .infra.data import cifar_task, digits_task, mnist5k_task
 
     check_choice(task, "task", CLASSIFICATION_TASKS)
     if task == "digits":

@@ -8,7 +8,12 @@ nested prefixes), so one pass gives the failure count at every n = 0..k_max. N_S
 the one-sided Clopper–Pearson upper bound (at the stated confidence) of every grid point's failure probability is
 ≤ δ'. The same draws are used for every ε of a law (common random numbers), so the table is monotone in ε and δ'.
 
+The batches of trials are independent tasks run on the engine of :mod:`experiments.infra.engine` (a local process pool
+by default, ``--engine ray`` for Ray, one BLAS / numba thread per task); the candidates are drawn in this process
+and the counts are assembled in batch order, so the table does not depend on the engine or the number of workers.
+
 Usage:  python scripts/calibrate_nss.py --out theory/data/nss_table.json [--trials 20000] [--seed 0]
+            [--engine local|ray] [--workers N] [--address auto|HOST:PORT]
 """
 from __future__ import annotations
 
@@ -62,26 +67,43 @@ def nss_from_upper(upper_max: np.ndarray, delta: float):
     return int(ok[0]) if ok.size else None
 
 
+def needed_batch(task: tuple) -> np.ndarray:
+    """One engine task: m_needed of a batch of trials, ``task`` = (candidates (rows, k_max), grid, eps)."""
+    candidates, grid, eps = task
+    return smallest_sufficient_prefix(candidates, np.tile(grid, (candidates.shape[0], 1)), eps)
+
+
 def calibrate(trials: int, seed: int, confidence: float, grid_points: int, k_max: int,
-              laws=LAWS, eps_grid=EPS_GRID, delta_grid=DELTA_GRID, batch: int = 1000) -> dict:
-    """Run the Monte Carlo and return the table as a JSON-ready dict (see the module docstring)."""
+              laws=LAWS, eps_grid=EPS_GRID, delta_grid=DELTA_GRID, batch: int = 1000, engine=None) -> dict:
+    """Run the Monte Carlo and return the table as a JSON-ready dict (see the module docstring); the batches run
+    on ``engine`` (:class:`experiments.infra.engine.EngineSpec`; default: in this process)."""
     from tqdm import tqdm
 
+    from experiments.infra.engine import EngineSpec, open_engine
+
     grid = np.linspace(-1.0, 1.0, grid_points)
+    draws = [draw_candidates(law, trials, k_max, np.random.default_rng([seed, law_index]))
+             for law_index, law in enumerate(laws)]
+    starts = list(range(0, trials, batch))
+    tasks, where = [], []
+    for law_index in range(len(laws)):
+        for eps_index, eps in enumerate(eps_grid):
+            for start in starts:
+                tasks.append((draws[law_index][start:start + batch], grid, eps))
+                where.append((law_index, eps_index, start))
+    needed_all = {}
+    bar = tqdm(total=len(tasks), desc="calibrating N_SS", disable=not sys.stderr.isatty())
+    with open_engine(engine or EngineSpec("local", workers=1)) as runner:
+        for outcome in runner.imap_unordered(needed_batch, tasks):
+            if not outcome.ok:
+                raise RuntimeError(f"calibration batch {where[outcome.index]} failed: {outcome.error}")
+            needed_all[where[outcome.index]] = outcome.value
+            bar.update(1)
     out_laws = {}
-    total = len(laws) * len(eps_grid) * ((trials + batch - 1) // batch)
-    bar = tqdm(total=total, desc="calibrating N_SS", disable=not sys.stderr.isatty())
     for law_index, law in enumerate(laws):
-        rng = np.random.default_rng([seed, law_index])
-        candidates = draw_candidates(law, trials, k_max, rng)
         rows = []
-        for eps in eps_grid:
-            needed = np.empty((trials, grid_points), dtype=np.int64)
-            for start in range(0, trials, batch):
-                stop = min(trials, start + batch)
-                needed[start:stop] = smallest_sufficient_prefix(
-                    candidates[start:stop], np.tile(grid, (stop - start, 1)), eps)
-                bar.update(1)
+        for eps_index, eps in enumerate(eps_grid):
+            needed = np.concatenate([needed_all[(law_index, eps_index, start)] for start in starts])
             counts = failure_counts(needed, k_max)  # (grid, k_max + 1)
             upper = clopper_pearson_upper(counts, trials, confidence)
             upper_max = upper.max(axis=0)
@@ -129,6 +151,13 @@ def build_parser() -> ArgumentParser:
                         help="number of equally spaced targets z in [-1, 1], incl. both ends (odd: includes 0; default 41)")
     parser.add_argument("--k-max", type=int, default=44,
                         help="candidates per trial = largest n tabulated (default 44)")
+    parser.add_argument("--engine", default="local", choices=("local", "ray"),
+                        help="local = a process pool (default); ray = Ray tasks (pip install 'er-tickets[cluster]')")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="local: processes (default: every available CPU; 1 = this process); ray without "
+                             "--address: CPUs of the embedded instance")
+    parser.add_argument("--address", default=None,
+                        help="ray: 'auto' or HOST:PORT of a running cluster's head (default: an embedded instance)")
     return parser
 
 
@@ -140,8 +169,11 @@ def main(argv=None) -> int:
     k_max = check_positive_int(args.k_max, "k_max", minimum=2)
     if args.seed < 0:
         raise ValueError(f"seed={args.seed} is out of range: allowed integers >= 0")
+    from experiments.infra.engine import EngineSpec
+
+    engine = EngineSpec(args.engine, workers=args.workers, address=args.address)
     started = time.time()
-    table = calibrate(trials, args.seed, confidence, grid_points, k_max)
+    table = calibrate(trials, args.seed, confidence, grid_points, k_max, engine=engine)
     wall = time.time() - started
     argv_text = " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     document = {
@@ -166,6 +198,7 @@ def main(argv=None) -> int:
             "numpy_version": np.__version__,
             "python_version": platform.python_version(),
             "wall_seconds": round(wall, 1),
+            "engine": args.engine,
         },
         "extrapolation": {
             "delta_a": 1e-3,

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from experiments.__main__ import main
-from experiments.device import resolve_device
+from experiments.infra.device import resolve_device
 from theory.cli import run_main
 
 

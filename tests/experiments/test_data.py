@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from experiments.data import (affine_teacher_task, cifar_task, digits_task, mnist5k_task, relu_teacher_task,
+from experiments.infra.data import (affine_teacher_task, cifar_task, digits_task, mnist5k_task, relu_teacher_task,
                               restricted_load, seeded_split)
 
 
@@ -179,7 +179,7 @@ def test_array_larger_than_its_file_is_refused(tmp_path):
 
 
 def test_cifar_memory_guard_refuses_before_reading(tmp_path):
-    from experiments.data import cifar_memory_estimate
+    from experiments.infra.data import cifar_memory_estimate
     from theory.memory import MemoryBudgetError
 
     directory = _tiny_cifar10(tmp_path)

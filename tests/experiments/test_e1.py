@@ -7,11 +7,11 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from experiments.data import affine_teacher_task
+from experiments.infra.data import affine_teacher_task
 from experiments.e1_figures import flatten, heatmap_table
 from experiments.e1_three_layer import EXPERIMENT, scaled_width, student_metrics
-from experiments.ensemble import init_mlp_params, MLPSpec
-from experiments.sweep import results_path, run_sweep
+from experiments.infra.ensemble import init_mlp_params, MLPSpec
+from experiments.infra.sweep import results_path, run_sweep
 from theory.er_factor import er_factor
 
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from experiments.registry import get_experiment
-from experiments.results import ResultsStore
-from experiments.sweep import run_sweep
+from experiments.infra.registry import get_experiment
+from experiments.infra.results import ResultsStore
+from experiments.infra.sweep import run_sweep
 
 
 CPU = torch.device("cpu")

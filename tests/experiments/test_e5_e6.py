@@ -20,9 +20,9 @@ from construct.subset_sum import solve_subset_sums_detailed
 from experiments import e5_construction as e5
 from experiments import e6_subset_sum as e6
 from experiments import fit_constant as fc
-from experiments.registry import get_experiment
-from experiments.results import ResultsStore
-from experiments.sweep import run_sweep
+from experiments.infra.registry import get_experiment
+from experiments.infra.results import ResultsStore
+from experiments.infra.sweep import run_sweep
 from theory.subset_sum import block_width, thinning_width
 from theory.testing import assert_rate_at_most
 

@@ -9,7 +9,7 @@ from torch.nn import functional as F
 from experiments.e4_edgepopup import final_layer_densities
 from experiments.edge_popup import (POPUP_LAYERS, check_final_density, popup_layers, popup_mask, popup_masks,
                                     prepare_edge_popup_, score_parameters)
-from experiments.masked import masked_modules
+from experiments.infra.masked import masked_modules
 from experiments.models import build_model, weight_shapes
 from experiments.sparse_training import TrainSettings, make_optimizer
 

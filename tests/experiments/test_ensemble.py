@@ -1,9 +1,9 @@
-"""The batched ensemble equals training each model alone (experiments.ensemble)."""
+"""The batched ensemble equals training each model alone (experiments.infra.ensemble)."""
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from experiments.ensemble import (MLPSpec, TrainConfig, batch_indices, build_single_mlp, evaluate_models,
+from experiments.infra.ensemble import (MLPSpec, TrainConfig, batch_indices, build_single_mlp, evaluate_models,
                                   init_mlp_params, per_model_loss, train_ensemble, train_single)
 
 

@@ -130,7 +130,7 @@ def test_every_committed_figure_is_regenerated_and_legible(drawn_figures):
 
 
 def test_the_checker_catches_small_fonts_covering_legends_and_nan():
-    from experiments.figures import new_figure
+    from experiments.infra.figures import new_figure
 
     fig, axes = new_figure(ncols=3, width=3.0)
     ax = axes[0, 0]

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from experiments.e1_three_layer import EXPERIMENT as E1
-from experiments.results import ResultsStore
+from experiments.infra.results import ResultsStore
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -170,7 +170,7 @@ def test_refused_in_one_line_and_nothing_left_behind(refusals, case):
 
 def test_second_writer_is_refused_while_a_sweep_holds_the_lock(tmp_path):
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys\nfrom experiments.results import ResultsStore\n"
+        [sys.executable, "-c", "import sys\nfrom experiments.infra.results import ResultsStore\n"
          f"lock = ResultsStore({str(tmp_path / 'e1.jsonl')!r}, 'e1').lock()\nprint('locked', flush=True)\n"
          "sys.stdin.readline()\nlock.release()\nprint('released', flush=True)\n"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=_env())
@@ -272,7 +272,7 @@ def test_edited_config_and_bad_key_format_are_refused(tmp_path):
 def test_failed_append_is_cut_back_to_the_previous_length(tmp_path, monkeypatch):
     import errno
 
-    import experiments.results as results
+    import experiments.infra.results as results
 
     path = tmp_path / "e1.jsonl"
     store = ResultsStore(path, "e1")

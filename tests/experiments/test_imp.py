@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 from experiments.imp import (current_masks, global_magnitude_prune, imp_counts, levels_to_reach, rewind_,
                              run_imp, snapshot)
-from experiments.masked import masked_modules
+from experiments.infra.masked import masked_modules
 from experiments.models import build_model
 from experiments.sparse_training import TrainSettings, train_model
 

@@ -1,4 +1,4 @@
-"""Mask invariants of experiments.masked (MATH.md §1: ER masks are i.i.d. Bernoulli(density))."""
+"""Mask invariants of experiments.infra.masked (MATH.md §1: ER masks are i.i.d. Bernoulli(density))."""
 import math
 
 import pytest
@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 from scipy import stats
 
-from experiments.masked import (MaskedConv2d, MaskedLinear, as_mask, attach_mask_enforcement, enforce_masks_,
+from experiments.infra.masked import (MaskedConv2d, MaskedLinear, as_mask, attach_mask_enforcement, enforce_masks_,
                                 er_mask, init_std)
 from theory.testing import assert_binomial
 

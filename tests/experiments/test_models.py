@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from experiments.masked import masked_modules
+from experiments.infra.masked import masked_modules
 from experiments.models import build_architecture, build_model, density_table, weight_shapes
 from experiments.sparse_training import (TrainSettings, augment_batch, forward_macs, layer_output_sizes,
                                          train_model)

@@ -6,37 +6,15 @@ import subprocess
 import sys
 import textwrap
 import time
-from dataclasses import dataclass
 
 import pytest
 import torch
 
-from experiments.results import ResultsStore, ResultsWarning, config_key
-from experiments.sweep import results_path, run_sweep
+sys.path.insert(0, os.path.dirname(__file__))
+from sweep_doubles import Fake  # noqa: E402
 
-
-@dataclass
-class Fake:
-    """A tiny experiment: metrics derived from the config; optionally crashes at one config."""
-
-    name: str = "fake"
-    description: str = "test double"
-    crash_at: int | None = None
-    calls: int = 0
-
-    def configs(self, scale, seeds=None):
-        return [{"i": i, "seed": i % 2} for i in range(8)]
-
-    def run(self, config, device, on_loss=None):
-        self.calls += 1
-        if config["i"] == self.crash_at:
-            raise RuntimeError("injected crash")
-        if on_loss:
-            on_loss(1.0 / (1 + config["i"]))
-        return {"square": config["i"] ** 2}
-
-    def figures(self, records, out_dir):
-        return []
+from experiments.infra.results import ResultsStore, ResultsWarning, config_key
+from experiments.infra.sweep import failures_path, results_path, run_sweep
 
 
 def _lines(path):
@@ -80,30 +58,61 @@ def test_corrupt_middle_line_is_refused(tmp_path):
         ResultsStore(path, "fake").load()
 
 
-def test_crash_loses_only_the_run_in_progress_and_resume_completes(tmp_path):
+def test_raising_run_is_recorded_failed_not_retried_and_resume_reruns_it(tmp_path):
     crashing = Fake(crash_at=5)
     configs = crashing.configs("smoke")
-    with pytest.raises(RuntimeError, match="injected"):
-        run_sweep(crashing, configs, tmp_path, torch.device("cpu"), progress=False)
+    summary = run_sweep(crashing, configs, tmp_path, torch.device("cpu"), progress=False)
     path = results_path(tmp_path, "fake")
-    assert [r["config"]["i"] for r in _lines(path)] == [0, 1, 2, 3, 4]
+    assert [r["config"]["i"] for r in _lines(path)] == [0, 1, 2, 3, 4, 6, 7]  # the sweep went on
+    assert (summary.ran, summary.failed, crashing.calls) == (7, 1, 8)  # run 5 was tried once, not retried
+    (failure,) = _lines(failures_path(tmp_path, "fake"))
+    assert failure["config"] == {"i": 5, "seed": 1} and failure["status"] == "failed" and failure["attempts"] == 1
+    assert failure["error"] == "RuntimeError: injected crash at i=5" and failure["key"] == config_key(configs[5])
+    assert summary.failures == str(failures_path(tmp_path, "fake"))
     with pytest.raises(ValueError, match="--resume"):
         run_sweep(Fake(), configs, tmp_path, torch.device("cpu"), progress=False)
-    assert len(_lines(path)) == 5  # refusing did not touch the file
+    assert len(_lines(path)) == 7  # refusing did not touch the file
     healthy = Fake()
     summary = run_sweep(healthy, configs, tmp_path, torch.device("cpu"), resume=True, progress=False)
-    assert (summary.skipped, summary.ran, healthy.calls) == (5, 3, 3)
+    assert (summary.skipped, summary.ran, summary.failed, healthy.calls) == (7, 1, 0, 1)
     records = _lines(path)
     assert sorted(r["config"]["i"] for r in records) == list(range(8))
     assert all(r["metrics"]["square"] == r["config"]["i"] ** 2 for r in records)
+
+
+def test_retries_rerun_a_raising_run_at_most_n_more_times(tmp_path):
+    crashing = Fake(crash_at=2)
+    summary = run_sweep(crashing, crashing.configs("smoke"), tmp_path, torch.device("cpu"), progress=False, retries=2)
+    assert (summary.ran, summary.failed, crashing.calls) == (7, 1, 10)
+    assert _lines(failures_path(tmp_path, "fake"))[0]["attempts"] == 3
+
+
+def test_progress_lines_when_stderr_is_not_a_terminal(tmp_path):
+    """--progress auto writes plain lines to a pipe: a start line, heartbeats while a run is in progress, an end line."""
+    script = textwrap.dedent(f"""
+        import sys, torch
+        sys.path.insert(0, {os.path.dirname(__file__)!r})
+        from sweep_doubles import Fake
+        from experiments.infra.sweep import run_sweep
+        exp = Fake(delay_s=0.3, runs=3)
+        run_sweep(exp, exp.configs("smoke"), {str(tmp_path)!r}, torch.device("cpu"), progress_interval_s=0.1)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-500:]
+    lines = proc.stderr.splitlines()
+    assert lines[0] == "fake: 3 runs, 0 already finished"
+    beats = [line for line in lines[1:-1] if line.startswith("fake: ") and "runs done" in line]
+    assert len(beats) >= 4  # 0.9 s of runs at one line per 0.1 s
+    assert lines[-1].startswith("fake: 3/3 runs done (0 failed), ")
+    assert "\r" not in proc.stderr  # no bar redraws in a log
 
 
 def test_sigkill_mid_sweep_then_resume(tmp_path):
     script = textwrap.dedent(f"""
         import sys, time, torch
         sys.path.insert(0, {os.path.dirname(__file__)!r})
-        from test_results_sweep import Fake
-        from experiments.sweep import run_sweep
+        from sweep_doubles import Fake
+        from experiments.infra.sweep import run_sweep
 
         class Slow(Fake):
             def run(self, config, device, on_loss=None):

@@ -5,9 +5,9 @@ Three parts, summed and checked against ``--max-memory`` with :func:`theory.memo
 - the list of configs: the bytes of the configs of one and of two seeds are measured (``tracemalloc``) and
   extrapolated linearly to the requested number of seeds, plus :data:`SWEEP_BYTES_PER_CONFIG` of bookkeeping
   (key, to-do entry) per config — checked *before* the full list is built;
-- reading the results file (:data:`experiments.results.LOAD_BYTES_PER_FILE_BYTE` per byte of it);
+- reading the results file (:data:`experiments.infra.results.LOAD_BYTES_PER_FILE_BYTE` per byte of it);
 - the largest single run (runs are sequential): the experiment's own ``run_memory(config)`` where it defines one
-  (E1 does), plus reading CIFAR where a config names a data directory (:func:`experiments.data.cifar_memory_estimate`).
+  (E1 does), plus reading CIFAR where a config names a data directory (:func:`experiments.infra.data.cifar_memory_estimate`).
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ Many MLPs with the same layer widths (a *width bucket*) are trained as one batch
 biases and ER masks are stacked along a leading model axis and every layer is one batched matrix product
 (``torch.baddbmm``). Each model keeps its own loss, its own Adam state and its own early stopping; a model
 that stops is removed from the batch (its parameters are frozen at that step). Training every model alone
-with :func:`train_single` (``torch.optim.Adam`` on :class:`~experiments.masked.MaskedLinear` layers) gives
+with :func:`train_single` (``torch.optim.Adam`` on :class:`~experiments.infra.masked.MaskedLinear` layers) gives
 the same parameters to float tolerance — ``tests/experiments/test_ensemble.py`` checks it.
 
 Parameters of one model are drawn by :func:`init_mlp_params` from ``torch.Generator().manual_seed(seed)``:

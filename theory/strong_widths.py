@@ -5,9 +5,20 @@ Every subset-sum instance needs N_SS(ε_t, δ'/2, law) surviving candidates, whe
 bound) and law is "product" (products of two source weights) or "uniform". Candidates survive the ER masks
 independently with an *availability* a, so with the binomial-thinning margin [ours-1] of MATH.md §5 a group of
 
-    n(ε, δ', a, law) = thinning_width(ε, δ', a, law) = ⌈(2·N_SS(ε, δ'/2, law) + 8·log(2/δ')) / a⌉
+    n(ε, δ', a, law) = ⌈(2·N + 8·log(2/δ')) / a⌉,   N = a_b·k = search_plan(ε_eff, δ'/2, law).total,
 
-candidates fails with probability ≤ δ'. Target weights with |W| ≤ w̄ (``weight_bound``) are split into
+candidates fails with probability ≤ δ' (binomial thinning [ours-1] of MATH.md §5 with N searched candidates).
+**What the solver searches** (issue 14): one exact search covers at most k ≤ SOLVER_MAX_CANDIDATES = 40 candidates
+(:data:`theory.subset_sum.SOLVER_MAX_CANDIDATES`, imported by ``construct.subset_sum`` as its prefix cap). When
+N_SS(ε_eff, δ'/2) > 40, the plan uses a_b independent blocks of k = N_SS(ε_eff, (δ'/2)^{1/a_b}) ≤ 40 candidates,
+each searched exactly, the best block taken: all blocks fail w.p. ≤ δ'/2 (:func:`theory.subset_sum.search_plan`).
+When no k ≤ 40 exists (N_SS(ε_eff, 0.1) > 40) the configuration is refused with a one-line ValueError naming the
+tolerance, the N_SS it needs and the cap. **Precision**: N_SS is calibrated for continuous weights; drawn weights
+of spacing ρ (float32: 2^−23, float64: 2^−52; products 2ρ) meet ε when the continuous ones meet
+ε_eff = ε − 40·ρ (:func:`theory.subset_sum.effective_tolerance`). ``source_dtype`` is float32 only when every
+per-instance tolerance is ≥ :data:`FLOAT32_MIN_TOLERANCE` (the margin costs at most half of it), else float64; a
+tolerance below the chosen dtype's margin is refused. The caps C_t below are the block sizes k (at most k
+candidates are chosen per instance), ``blocks`` the a_b. Target weights with |W| ≤ w̄ (``weight_bound``) are split into
 P = max(1, ⌈w̄⌉) parts W/P ∈ [−1, 1], each solved to ε_t/P over its own disjoint sub-group (columns q, q+P, …);
 so every group is P·n(ε_t/P, δ', a, law) wide and the instance count is multiplied by P.
 

@@ -112,8 +112,9 @@ def plan_case(case: GridCase, seed: int = 1):
                                construction=case.construction, box=(-case.box, case.box))[0]
 
 
-def run_grid_case(case: GridCase, max_source_params: int = 200_000_000) -> GridResult:
-    """Plan the case; if theory accepts it, build seeds 1..case.seeds and evaluate the three claims."""
+def run_grid_case(case: GridCase, max_source_params: int = 200_000_000, first_seed: int = 1) -> GridResult:
+    """Plan the case; if theory accepts it, build seeds first_seed .. first_seed + case.seeds − 1 and evaluate the
+    three claims."""
     from construct.strong import build_strong_ticket
 
     t0 = time.perf_counter()
@@ -125,7 +126,7 @@ def run_grid_case(case: GridCase, max_source_params: int = 200_000_000) -> GridR
     runs = successes = failed = 0
     cert_ok = sampled_ok = True
     worst_cert = worst_obs = 0.0
-    for seed in range(1, case.seeds + 1):
+    for seed in range(first_seed, first_seed + case.seeds):
         target, sw = plan_case(case, seed)
         ticket, rep = build_strong_ticket(target, case.density, case.delta, seed, eps=case.eps,
                                           weight_eps=case.weight_eps, construction=case.construction,

@@ -11,7 +11,7 @@ front, never built. Every other case is built for seeds 1..seeds (target and sou
    p-value < :data:`ALPHA`;
 2. certificate ≤ ε for every successful ticket built with ``eps``;
 3. sampled and box-corner error ≤ certificate (+ 1e−9·(1 + certificate)) for every ticket.
-:func:`grid_cases` lists the cases ("fast": a few cheap ones, seconds to a minute; "full": the whole grid, about an
+:func:`grid_cases` lists the cases ("fast": a few cheap ones, 3 s quiet to 50 s loaded; "full": the whole grid, about an
 hour on 2 cores); :func:`run_grid` runs them; :func:`format_grid` prints the table. ``construct check`` may call
 :func:`run_grid` (it returns plain data with ``to_dict``).
 """

@@ -1,9 +1,17 @@
 """Seeded ER source networks f_S (MATH.md §1), drawn block by block so that huge sources need not be held in memory.
 
 Source layer t has weights W_t (n_{S,t} × n_{S,t−1}), biases b_t and an ER mask M_t ~ ER(p_t): i.i.d.
-Bernoulli(p_t) entries. Weights and biases are float32 (U[−1, 1] by default, or a scaled normal N(0, 1/n_{S,t−1}));
+Bernoulli(p_t) entries. Weights and biases are float32 by default (U[−1, 1], or a scaled normal N(0, 1/n_{S,t−1}));
 every computation casts them to float64, so a strong ticket's weights are the source's bit for bit. Masks compare
 float64 uniforms with p_t (exact Bernoulli(p_t) up to 2^-53).
+
+**Precision** (``dtype``): float32 U[−1, 1) weights are multiples of 2^−23, so subset sums of them lie on a lattice
+and per-instance tolerances below ≈ 40·2^−22 cannot be promised with the continuous N_SS calibration (MATH.md §5;
+:func:`theory.subset_sum.effective_tolerance`). ``dtype="float64"`` (uniform law only) refines every float32 weight
+x̃ with 29 more random bits: x = x̃ + 2^−23·u, u ~ U[0, 1) float64 drawn from a third child of the block's seed
+sequence (biases: a child of the bias seed sequence). The float32 numbers a seed draws are unchanged — they are the
+leading bits of the float64 ones — and x is U[−1, 1) up to float64 rounding. Cost: 8 instead of 4 bytes per
+materialized weight (:data:`BYTES_PER_WEIGHT`), plus a second uniform draw per weight (about 1.5× drawing time).
 
 **Drawing scheme** (what "same seed, same numbers" means): the rows of layer t are cut into blocks of
 R_t = max(1, 2^22 // n_{S,t−1}) rows; block b has its own generator, ``SeedSequence([seed, 0x5EED, t, b])``, whose two
@@ -22,15 +30,28 @@ import numpy as np
 from construct.cpus import available_cpus as _threads  # module attribute: tests set it
 from theory.validation import check_choice, check_densities, check_positive_int, check_widths
 
-__all__ = ["Source", "SourceLayer", "sample_source", "WEIGHT_LAWS"]
+__all__ = ["Source", "SourceLayer", "sample_source", "WEIGHT_LAWS", "SOURCE_DTYPES", "BYTES_PER_WEIGHT",
+           "strong_source_dtype"]
 
 WEIGHT_LAWS = ("uniform", "normal")
+SOURCE_DTYPES = ("float32", "float64")
+#: bytes of one materialized source weight (or bias) per dtype; the mask adds one byte (bool) per weight
+BYTES_PER_WEIGHT = {"float32": 4, "float64": 8}
+_REFINE = 2.0 ** -23  # spacing of float32 U[-1, 1) draws: the refinement adds u·2^-23, u ~ U[0, 1)
+
+
+def strong_source_dtype(widths) -> str:
+    """The source dtype a strong ticket with these :class:`theory.strong_widths.StrongWidths` is drawn in
+    ("float32" or "float64", chosen by theory from the per-instance tolerances); ``BYTES_PER_WEIGHT[...]`` gives its
+    bytes per materialized weight."""
+    return str(widths.source_dtype)
 _BLOCK_ENTRIES = 1 << 22  # entries per block; fixed so that the numbers depend only on (seed, shapes, densities)
 _WEIGHT_TAG, _BIAS_TAG = 0x5EED, 0xB1A5
 
 
 class SourceLayer:
-    """One source layer: W (n_out × n_in) float32, b (n_out,) float32, M (n_out × n_in) bool.
+    """One source layer: W (n_out × n_in) and b (n_out,) of ``dtype`` (float32, or float64: module docstring),
+    M (n_out × n_in) bool.
 
     Either *drawn* (from ``seed`` and the layer ``index`` t, block by block, see the module docstring) or *given*
     (arrays, e.g. read from a ticket file). ``weights``/``mask`` materialize a drawn layer once and keep it;
@@ -38,8 +59,13 @@ class SourceLayer:
     """
 
     def __init__(self, n_out: int, n_in: int, density: float, law: str = "uniform", *, seed: int | None = None,
-                 index: int | None = None, arrays=None):
+                 index: int | None = None, arrays=None, dtype: str = "float32"):
         self.shape = (int(n_out), int(n_in))
+        if arrays is not None:  # a given layer keeps the precision of its arrays
+            dtype = "float64" if np.asarray(arrays[0]).dtype == np.float64 else "float32"
+        self.dtype = check_choice(dtype, "source_dtype", SOURCE_DTYPES)
+        if self.dtype == "float64" and law != "uniform":
+            raise ValueError(f"source_dtype='float64' with weight_law={law!r}: allowed only weight_law 'uniform'")
         self.density = float(density)
         self.law = law
         self.seed = seed
@@ -58,7 +84,7 @@ class SourceLayer:
         return -(-self.shape[0] // self.rows_per_block)
 
     def _children(self, b: int):
-        return np.random.SeedSequence([self.seed, _WEIGHT_TAG, self.index, int(b)]).spawn(2)
+        return np.random.SeedSequence([self.seed, _WEIGHT_TAG, self.index, int(b)]).spawn(3)
 
     def _block_rows(self, b: int) -> tuple[int, int]:
         r0 = int(b) * self.rows_per_block
@@ -78,12 +104,15 @@ class SourceLayer:
         r0, r1 = self._block_rows(b)
         if self._weights is not None:
             return self._weights[r0:r1], self._mask[r0:r1]
-        cw, cm = self._children(b)
+        cw, cm, cr = self._children(b)
         rng = np.random.default_rng(cw)
         if self.law == "uniform":
             w = rng.random((r1 - r0, self.shape[1]), dtype=np.float32)
             w *= 2.0
             w -= 1.0
+            if self.dtype == "float64":  # the float32 draw's leading bits, refined (module docstring)
+                w = w.astype(np.float64)
+                w += np.random.default_rng(cr).random(w.shape) * _REFINE
         else:
             w = rng.standard_normal((r1 - r0, self.shape[1]), dtype=np.float32)
             w *= np.float32(1.0 / np.sqrt(self.shape[1]))
@@ -106,11 +135,15 @@ class SourceLayer:
                 b = rng.random(n_out, dtype=np.float32) * np.float32(2.0) - np.float32(1.0)
             else:
                 b = rng.standard_normal(n_out, dtype=np.float32) * np.float32(1.0 / np.sqrt(n_in))
-            self._bias = b.astype(np.float32)
+            b = b.astype(np.float32)
+            if self.dtype == "float64":
+                child = np.random.SeedSequence([self.seed, _BIAS_TAG, self.index]).spawn(1)[0]
+                b = b.astype(np.float64) + np.random.default_rng(child).random(n_out) * _REFINE
+            self._bias = b
         return self._bias
 
     def _materialize(self) -> None:
-        w = np.empty(self.shape, dtype=np.float32)
+        w = np.empty(self.shape, dtype=self.dtype)
         m = np.empty(self.shape, dtype=bool)
 
         def fill(b):
@@ -122,7 +155,7 @@ class SourceLayer:
 
     @property
     def weights(self) -> np.ndarray:
-        """W as one float32 array (a drawn layer is materialized once and kept)."""
+        """W as one array of ``dtype`` (a drawn layer is materialized once and kept)."""
         if self._weights is None:
             self._materialize()
         return self._weights
@@ -143,7 +176,7 @@ class SourceLayer:
         rows = np.asarray(rows, dtype=np.int64)
         if self._weights is not None:
             return self._weights[rows], self._mask[rows]
-        w = np.empty((rows.size, self.shape[1]), dtype=np.float32)
+        w = np.empty((rows.size, self.shape[1]), dtype=self.dtype)
         m = np.empty((rows.size, self.shape[1]), dtype=bool)
         blk = rows // self.rows_per_block
 
@@ -163,7 +196,7 @@ class SourceLayer:
         cols = np.asarray(cols, dtype=np.int64).ravel()
         if self._weights is not None:
             return self._weights[rows, cols], (self._mask[rows, cols] if with_mask else None)
-        w = np.empty(rows.size, dtype=np.float32)
+        w = np.empty(rows.size, dtype=self.dtype)
         m = np.empty(rows.size, dtype=bool) if with_mask else None
         blk = rows // self.rows_per_block
         order = np.argsort(blk, kind="stable")
@@ -204,6 +237,11 @@ class Source:
         self.layers = tuple(layers)
         self.seed = int(seed)
         self.law = law
+
+    @property
+    def dtype(self) -> str:
+        """"float64" if any layer holds float64 weights, else "float32" (see the module docstring)."""
+        return "float64" if any(layer.dtype == "float64" for layer in self.layers) else "float32"
 
     @classmethod
     def from_arrays(cls, weights, biases, masks, densities, seed: int, law: str = "uniform") -> "Source":
@@ -247,13 +285,14 @@ class Source:
 
     def to_dict(self) -> dict:
         return {"widths": list(self.widths), "densities": list(self.densities), "seed": self.seed, "law": self.law,
+                "dtype": self.dtype,
                 "params": self.params, "er_kept_params": self.kept_params}
 
 
-def sample_source(widths, densities, seed: int, *, law: str = "uniform") -> Source:
+def sample_source(widths, densities, seed: int, *, law: str = "uniform", dtype: str = "float32") -> Source:
     """The source with widths (n_{S,0}, …, n_{S,L_S}) and per-layer densities p_1..p_{L_S} (one value or one per
-    layer) drawn from ``seed`` (drawing scheme: module docstring). Nothing is drawn until it is used; same arguments
-    → bit-identical arrays."""
+    layer) drawn from ``seed`` (drawing scheme: module docstring) in ``dtype`` ("float32" or "float64": the float32
+    numbers refined, uniform law only). Nothing is drawn until it is used; same arguments → bit-identical arrays."""
     widths = check_widths(widths, "source_widths")
     depth = len(widths) - 1
     dens = np.atleast_1d(check_densities(densities, "densities"))
@@ -263,5 +302,7 @@ def sample_source(widths, densities, seed: int, *, law: str = "uniform") -> Sour
         raise ValueError(f"densities has {dens.size} entries: allowed 1 or {depth} (one per source layer)")
     law = check_choice(law, "weight_law", WEIGHT_LAWS)
     seed = check_positive_int(seed, "seed", 0)
-    layers = [SourceLayer(widths[t + 1], widths[t], float(dens[t]), law, seed=seed, index=t + 1) for t in range(depth)]
+    dtype = check_choice(dtype, "source_dtype", SOURCE_DTYPES)
+    layers = [SourceLayer(widths[t + 1], widths[t], float(dens[t]), law, seed=seed, index=t + 1, dtype=dtype)
+              for t in range(depth)]
     return Source(layers, seed, law)

@@ -3,10 +3,12 @@
 a-posteriori certificate and the sampled error.
 
 Tolerances: ``eps`` (network sup-error) → widths from the a-priori forward split, layers solved from L down to 1
-with the backward split and each instance searching only its first C_t = N_SS(ε_t/P, δ'/2) available candidates
-(so the measured amplifications stay below the a-priori ones); the certificate is ≤ ε whenever every instance
-succeeds. ``weight_eps`` → every instance is solved to that tolerance directly (all available candidates are
-searched) and the certificate is reported a posteriori.
+with the backward split; each instance searches the candidates theory provisioned, its first a·k available ones
+as a blocks of k = C_t ≤ 40 (:mod:`construct.instances`; at most C_t are chosen, so the measured amplifications
+stay below the a-priori ones); the certificate is ≤ ε whenever every instance succeeds. ``weight_eps`` → every
+instance is solved to that tolerance directly (same search) and the certificate is reported a posteriori.
+The source is drawn in the dtype theory chose (``StrongWidths.source_dtype``: float64 unless every per-instance
+tolerance is far above the float32 spacing); configurations theory refuses raise its one-line ValueError.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import time
 from construct.certificate import certify, sampled_error
 from construct.footprint import check_build_memory, source_size
 from construct.report import LayerReport, TicketReport
-from construct.source import sample_source
+from construct.source import BYTES_PER_WEIGHT, sample_source
 from construct.strong_2l import build_2l, twol_groups, twol_source_widths
 from construct.strong_lplus1 import build_lplus1, lplus1_groups, lplus1_source_widths
 from construct.targets import Target, load_target
@@ -94,11 +96,13 @@ def build_strong_ticket(target: Target, density, delta: float, seed: int, *, eps
         raise ValueError(f"source would have {params:.3g} weights (widths {list(widths)}): allowed at most "
                          f"{cap:.3g} (--max-source-params); use --width-multiplier < 1, a higher density or a "
                          "smaller target")
-    check_build_memory(construction, widths, max_memory, save=will_save)
+    check_build_memory(construction, widths, max_memory, weight_bytes=BYTES_PER_WEIGHT[sw.source_dtype],
+                       save=will_save)
     if progress is not None:
         progress.start(target.depth + 2)
-    source = sample_source(widths, sw.densities, seed)
-    caps = [dict(c) for c in sw.caps] if eps is not None else None
+    source = sample_source(widths, sw.densities, seed, dtype=sw.source_dtype)
+    # every instance searches what theory provisioned: its first a·k available candidates as a blocks of k
+    caps = [{key: (c[key], b[key]) if c[key] else None for key in c} for c, b in zip(sw.caps, sw.blocks)]
     build = build_lplus1 if construction == "l+1" else build_2l
     ticket, layer_info = build(target, source, groups, sw.instance_eps, caps, eps=eps, box=box, progress=progress)
     layers = effective_layers(ticket)
@@ -114,6 +118,7 @@ def build_strong_ticket(target: Target, density, delta: float, seed: int, *, eps
     failures = sum(r.failures for r in reports)
     meta = {"construction": construction, "target": target.name, "densities": list(sw.densities), "delta": delta,
             "eps": eps, "weight_eps": weight_eps, "seed": seed, "box": list(box), "certificate": cert.certificate,
+            "source_dtype": source.dtype,
             "tolerance_split": "backward (a-priori forward widths)" if eps is not None else "instance",
             "groups": {k: (list(v) if isinstance(v, tuple) else v) for k, v in groups.items()},
             "width_multiplier": width_multiplier, "package_version": _version()}
@@ -126,7 +131,8 @@ def build_strong_ticket(target: Target, density, delta: float, seed: int, *, eps
         target_params=int(sum(target.nonzeros)),
         widths={"source_widths": list(widths), "groups": meta["groups"], "width_multiplier": width_multiplier,
                 "a_priori_instance_eps": list(sw.instance_eps), "instance_delta": sw.instance_delta,
-                "instances_union_bound": sw.instances, "parts": sw.parts,
+                "instances_union_bound": sw.instances, "parts": sw.parts, "source_dtype": sw.source_dtype,
+                "caps": [dict(c) for c in sw.caps], "blocks": [dict(b) for b in sw.blocks],
                 "width_factor": _width_factor(sw, widths, target)},
         layers=reports, seed=seed, seconds=time.perf_counter() - t0)
     return ticket, report

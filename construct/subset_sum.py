@@ -26,6 +26,7 @@ from typing import Optional
 import numpy as np
 
 from construct.cpus import available_cpus
+from theory.subset_sum import SOLVER_MAX_CANDIDATES
 
 #: Status codes of :class:`SubsetSumSolution.status`.
 STATUS_SOLVED = 0  #: error ≤ ε
@@ -36,7 +37,9 @@ STATUS_NAMES = ("solved", "infeasible", "unresolved")
 
 DEFAULT_MARGIN = 2  #: initial prefix m_0 = ⌈log2(1/ε)⌉ + DEFAULT_MARGIN (+2 measured 1.5–2x faster than +6)
 DEFAULT_GROWTH = 2  #: prefix growth per round for the rows still above ε (2 measured faster than 4)
-DEFAULT_MAX_PREFIX = 40  #: largest prefix searched exactly (2 · 2^20 half-sums per row)
+DEFAULT_MAX_PREFIX = SOLVER_MAX_CANDIDATES  #: largest prefix searched exactly (40: 2 · 2^20 half-sums per row); owned by theory
+#: largest Σ_i |c_i| + |z| of a row: every partial sum, query z − a and gap between two of them stays finite below it
+MAX_MAGNITUDE = float(np.finfo(np.float64).max) / 4
 DEFAULT_MAX_BYTES = 1 << 28  #: working-set budget per batch of rows (peak memory stays well below 1 GB)
 BRUTEFORCE_MAX_N = 14
 BACKENDS = ("auto", "numba", "numpy")  #: allowed ``backend`` values of :func:`solve_subset_sums_detailed`
@@ -85,6 +88,27 @@ def _as_candidates(candidates) -> np.ndarray:
     if not np.all(np.isfinite(arr)):
         raise ValueError("candidates contains a non-finite value: allowed finite real numbers")
     return arr
+
+
+def _check_magnitude(cand: np.ndarray, targets: np.ndarray) -> None:
+    """Refuse rows whose subset sums could overflow: Σ_i |c_i| + max |z| must be ≤ MAX_MAGNITUDE (≈ 4.5e307), so
+    that every partial sum, every query z − a and every difference of two of them is finite (near the float limit
+    the running sums would overflow to ±inf and a feasible instance would be reported infeasible)."""
+    if cand.size == 0:
+        return
+    zrow = np.abs(targets).reshape(cand.shape[0], -1).max(axis=1, initial=0.0)
+    if float(np.max(np.abs(cand))) * cand.shape[1] + float(zrow.max(initial=0.0)) <= MAX_MAGNITUDE:
+        return  # fast path: no row can come close
+    s = 2.0 ** -64  # rows summed after an exact scaling by a power of two, so that the check cannot overflow
+    row = np.sum(np.abs(cand) * s, axis=1) + zrow * s
+    bad = np.flatnonzero(~(row <= MAX_MAGNITUDE * s))
+    if bad.size:
+        r = int(bad[0])
+        with np.errstate(over="ignore"):
+            total = float(row[r] / s)
+        raise ValueError(f"candidates: row {r} has sum of |candidates| plus |target| = {total:.3g} > "
+                         f"{MAX_MAGNITUDE:.3g}: allowed magnitudes whose subset sums cannot overflow (rescale the "
+                         "candidates, targets and eps by a power of two)")
 
 
 def _as_rows(values, rows: int, name: str, positive: bool) -> np.ndarray:
@@ -233,6 +257,7 @@ def best_prefix_subsets(candidates, targets, max_bytes: int = DEFAULT_MAX_BYTES)
     tg = np.asarray(targets, dtype=np.float64)
     if tg.ndim != 2 or tg.shape[0] != cand.shape[0]:
         raise ValueError(f"targets has shape {tg.shape}: allowed ({cand.shape[0]}, K)")
+    _check_magnitude(cand, tg)
     rows, m = cand.shape
     k = tg.shape[1]
     error = np.empty((rows, k))
@@ -326,6 +351,7 @@ def solve_subset_sums_detailed(
     rows, n = cand.shape
     z = _as_rows(targets, rows, "targets", positive=False)
     tol = _as_rows(eps, rows, "eps", positive=True)
+    _check_magnitude(cand, z)
     avail = None if backend != "numpy" and available is None else _as_available(available, cand.shape)
     margin = _check_int(margin, "margin", 0)
     growth = _check_int(growth, "growth", 1)
@@ -434,6 +460,7 @@ def smallest_sufficient_prefix(candidates, targets, eps, max_bytes: int = DEFAUL
     tg = np.asarray(targets, dtype=np.float64)
     if tg.ndim != 2 or tg.shape[0] != rows:
         raise ValueError(f"targets has shape {tg.shape}: allowed ({rows}, K)")
+    _check_magnitude(cand, tg)
     tol = float(eps)
     if not (tol > 0 and math.isfinite(tol)):
         raise ValueError(f"eps={eps!r} is out of range: allowed a finite tolerance > 0")

@@ -124,7 +124,14 @@ def compare_source(ticket: Ticket, all_blocks: bool = False):
     compared = total = 0
     for t, layer in enumerate(ticket.source.layers, start=1):
         n_out, n_in = layer.shape
-        regen = SourceLayer(n_out, n_in, float(dens[t - 1]), law, seed=seed, index=t)
+        # drawn in the stored arrays' dtype (float32, or float64 refined from the same float32 draw: construct.source)
+        claimed_dtype = meta.get("source_dtype")
+        if claimed_dtype is not None and claimed_dtype != layer.dtype:
+            reasons.append(f"meta source_dtype={claimed_dtype!r} but source_W{t} is {layer.dtype}")
+        if layer.dtype == "float64" and law != "uniform":
+            reasons.append(f"source_W{t} is float64 but weight_law={law!r}: float64 sources are uniform only")
+            return reasons, False, compared, total
+        regen = SourceLayer(n_out, n_in, float(dens[t - 1]), law, seed=seed, index=t, dtype=layer.dtype)
         total += regen.n_blocks
         blocks = np.arange(regen.n_blocks) if all_blocks else _used_blocks(ticket.kept[t - 1], ticket.bias_kept[t - 1],
                                                                            regen.rows_per_block)

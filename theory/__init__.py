@@ -13,8 +13,9 @@ from theory.er_factor import er_factor
 from theory.lower_bound import (connected_inputs, connection_probability, disconnection_probability, error_floor,
                                 lower_bound_width, lower_bound_width_closed_form, uniform_variance)
 from theory.strong_widths import StrongWidths, backward_layer_tolerance, forward_tolerance_split, strong_widths
-from theory.subset_sum import (block_width, mixture_success_probability, nss, nss_lookup, paper_literal_width,
-                               thinning_width)
+from theory.subset_sum import (SOLVER_MAX_CANDIDATES, SearchPlan, block_width, candidate_resolution,
+                               effective_tolerance, mixture_success_probability, nss, nss_lookup, paper_literal_width,
+                               search_plan, thinning_width)
 from theory.weak_widths import WeakWidths, weak_widths
 
 __version__ = "0.1.0"
@@ -25,6 +26,7 @@ __all__ = [
     "connected_inputs", "uniform_variance", "error_floor",
     "weak_widths", "WeakWidths",
     "nss", "nss_lookup", "thinning_width", "block_width", "mixture_success_probability", "paper_literal_width",
+    "SOLVER_MAX_CANDIDATES", "search_plan", "SearchPlan", "candidate_resolution", "effective_tolerance",
     "strong_widths", "StrongWidths", "backward_layer_tolerance", "forward_tolerance_split",
     "layer_densities", "LayerDensities",
 ]

@@ -5,9 +5,20 @@ Every subset-sum instance needs N_SS(ε_t, δ'/2, law) surviving candidates, whe
 bound) and law is "product" (products of two source weights) or "uniform". Candidates survive the ER masks
 independently with an *availability* a, so with the binomial-thinning margin [ours-1] of MATH.md §5 a group of
 
-    n(ε, δ', a, law) = thinning_width(ε, δ', a, law) = ⌈(2·N_SS(ε, δ'/2, law) + 8·log(2/δ')) / a⌉
+    n(ε, δ', a, law) = ⌈(2·N + 8·log(2/δ')) / a⌉,   N = a_b·k = search_plan(ε_eff, δ'/2, law).total,
 
-candidates fails with probability ≤ δ'. Target weights with |W| ≤ w̄ (``weight_bound``) are split into
+candidates fails with probability ≤ δ' (binomial thinning [ours-1] of MATH.md §5 with N searched candidates).
+**What the solver searches** (issue 14): one exact search covers at most k ≤ SOLVER_MAX_CANDIDATES = 40 candidates
+(:data:`theory.subset_sum.SOLVER_MAX_CANDIDATES`, imported by ``construct.subset_sum`` as its prefix cap). When
+N_SS(ε_eff, δ'/2) > 40, the plan uses a_b independent blocks of k = N_SS(ε_eff, (δ'/2)^{1/a_b}) ≤ 40 candidates,
+each searched exactly, the best block taken: all blocks fail w.p. ≤ δ'/2 (:func:`theory.subset_sum.search_plan`).
+When no k ≤ 40 exists (N_SS(ε_eff, 0.1) > 40) the configuration is refused with a one-line ValueError naming the
+tolerance, the N_SS it needs and the cap. **Precision**: N_SS is calibrated for continuous weights; drawn weights
+of spacing ρ (float32: 2^−23, float64: 2^−52; products 2ρ) meet ε when the continuous ones meet
+ε_eff = ε − 40·ρ (:func:`theory.subset_sum.effective_tolerance`). ``source_dtype`` is float32 only when every
+per-instance tolerance is ≥ :data:`FLOAT32_MIN_TOLERANCE` (the margin costs at most half of it), else float64; a
+tolerance below the chosen dtype's margin is refused. The caps C_t below are the block sizes k (at most k
+candidates are chosen per instance), ``blocks`` the a_b. Target weights with |W| ≤ w̄ (``weight_bound``) are split into
 P = max(1, ⌈w̄⌉) parts W/P ∈ [−1, 1], each solved to ε_t/P over its own disjoint sub-group (columns q, q+P, …);
 so every group is P·n(ε_t/P, δ', a, law) wide and the instance count is multiplied by P.
 
@@ -47,6 +58,10 @@ __all__ = ["StrongWidths", "strong_widths", "backward_layer_tolerance", "forward
            "weight_parts", "input_bounds_l1"]
 
 CONSTRUCTIONS = ("l+1", "2l")
+
+#: float32 source weights are used only when every per-instance tolerance (ε_t/P) is at least this value: then the
+#: coupling margin C·ρ = 40·2^−22 ≈ 9.5e−6 (products of two float32 weights) costs at most half of it.
+FLOAT32_MIN_TOLERANCE = 2.0 * 40 * 2.0 ** -22
 
 
 def backward_layer_tolerance(eps: float, num_layers: int, input_bound_l1: float,
@@ -103,7 +118,10 @@ class StrongWidths:
 
     ``groups``: l+1: {"g", "g0", "r": (r_2..r_L), "c": (c_2..c_L)}; 2l: {"k": (k_1..k_L), "g0": (g0_1..g0_L)}.
     ``candidates``: per target layer t, {"weight": n per part, "bias": n per part, "const": n} (group sizes per
-    part before multiplying by P) and ``caps``: C_t per part = N_SS(ε_t/P, δ'/2, law) (the searched prefix).
+    part before multiplying by P) and ``caps``: C_t per part = the block size k of the search plan (at most
+    :data:`theory.subset_sum.SOLVER_MAX_CANDIDATES`; at most C_t candidates are chosen per instance), ``blocks``:
+    the number of blocks a (an instance searches its first a·k available candidates as a blocks of k).
+    ``source_dtype``: the dtype the source weights must be drawn in ("float32" or "float64").
     """
 
     construction: str
@@ -120,6 +138,8 @@ class StrongWidths:
     biases: bool
     candidates: tuple
     caps: tuple
+    blocks: tuple
+    source_dtype: str
     groups: dict
     source_widths: tuple
     source_params: int
@@ -133,41 +153,69 @@ class StrongWidths:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
 
 
-def _thin(eps, delta, availability, law):
-    from theory.subset_sum import thinning_width
+def _plan(eps, delta, law, dtype):
+    """The search plan of one instance with tolerance ε and failure δ' (the N_SS part gets δ'/2): N_SS is evaluated
+    at ε_eff = ε − C·ρ(dtype, law) (:func:`theory.subset_sum.effective_tolerance`) and split into blocks of at most
+    :data:`theory.subset_sum.SOLVER_MAX_CANDIDATES` candidates (:func:`theory.subset_sum.search_plan`)."""
+    from theory.subset_sum import SOLVER_MAX_CANDIDATES, candidate_resolution, effective_tolerance, search_plan
 
-    return int(thinning_width(eps, delta, availability, law))
+    eff = effective_tolerance(eps, dtype, law)
+    if not eff > 0:
+        raise ValueError(f"per-instance tolerance eps={eps:.3g} is below the resolution of {dtype} source weights "
+                         f"({SOLVER_MAX_CANDIDATES} candidates x {candidate_resolution(dtype, law):.3g}): allowed "
+                         f"eps > {SOLVER_MAX_CANDIDATES * candidate_resolution(dtype, law):.3g} (float64 sources "
+                         "resolve 2^-52)")
+    return search_plan(min(eff, 0.5), delta / 2.0, law)
 
 
-def _cap(eps, delta, law):
-    from theory.subset_sum import nss
+def _thin(eps, delta, availability, law, dtype):
+    """[ours-1] of MATH.md §5 with the searched candidates: ⌈(2·a·k + 8·log(2/δ'))/availability⌉ for the plan a·k."""
+    total = _plan(eps, delta, law, dtype).total
+    return int(math.ceil((2 * total + 8 * math.log(2 / delta)) / availability - 1e-12))
 
-    return int(nss(eps, delta / 2.0, law))
+
+def _cap(eps, delta, law, dtype):
+    return int(_plan(eps, delta, law, dtype).block)
 
 
-def _layout(construction, n, dens, eps_t, delta_i, P, biases):
+def _blocks(eps, delta, law, dtype):
+    return int(_plan(eps, delta, law, dtype).blocks)
+
+
+def _search_blocks(construction, eps_t, delta_i, P, dtype):
+    """Per target layer {"weight", "bias", "const"}: the number of blocks a of the search plan (like ``caps``)."""
+    out = []
+    for t, e in enumerate(eps_t, start=1):
+        law = "product" if (construction == "2l" or t == 1) else "uniform"
+        const = _blocks(e, delta_i, law, dtype) if construction == "l+1" else 0
+        out.append({"weight": _blocks(e / P, delta_i, law, dtype), "bias": _blocks(e / P, delta_i, law, dtype),
+                    "const": const})
+    return tuple(out)
+
+
+def _layout(construction, n, dens, eps_t, delta_i, P, biases, dtype):
     """Group sizes, per-layer candidate counts and caps, source widths and the instance count."""
     L = len(n) - 1
     cand, caps = [], []
     if construction == "l+1":
-        g = P * _thin(eps_t[0] / P, delta_i, dens[0] * dens[1] / 2, "product")
+        g = P * _thin(eps_t[0] / P, delta_i, dens[0] * dens[1] / 2, "product", dtype)
         g0 = 0
         if biases:
-            g0 = max(P * _thin(eps_t[0] / P, delta_i, dens[1] / 2, "product"),
-                     _thin(eps_t[0], delta_i, dens[1] / 2, "product"))
+            g0 = max(P * _thin(eps_t[0] / P, delta_i, dens[1] / 2, "product", dtype),
+                     _thin(eps_t[0], delta_i, dens[1] / 2, "product", dtype))
         cand.append({"weight": g // P, "bias": g0, "const": g0})
-        caps.append({"weight": _cap(eps_t[0] / P, delta_i, "product"),
-                     "bias": _cap(eps_t[0] / P, delta_i, "product"), "const": _cap(eps_t[0], delta_i, "product")})
+        caps.append({"weight": _cap(eps_t[0] / P, delta_i, "product", dtype),
+                     "bias": _cap(eps_t[0] / P, delta_i, "product", dtype), "const": _cap(eps_t[0], delta_i, "product", dtype)})
         r, c = [], []
         for l in range(2, L + 1):  # source layer l carries target layer l-1; its candidates serve target layer l
             p = dens[l]
-            rl = P * _thin(eps_t[l - 1] / P, delta_i, p, "uniform")
-            cl = max(P * _thin(eps_t[l - 1] / P, delta_i, p, "uniform"), _thin(eps_t[l - 1], delta_i, p, "uniform")) if biases else 0
+            rl = P * _thin(eps_t[l - 1] / P, delta_i, p, "uniform", dtype)
+            cl = max(P * _thin(eps_t[l - 1] / P, delta_i, p, "uniform", dtype), _thin(eps_t[l - 1], delta_i, p, "uniform", dtype)) if biases else 0
             r.append(rl)
             c.append(cl)
             cand.append({"weight": rl // P, "bias": cl, "const": cl})
-            caps.append({"weight": _cap(eps_t[l - 1] / P, delta_i, "uniform"),
-                         "bias": _cap(eps_t[l - 1] / P, delta_i, "uniform"), "const": _cap(eps_t[l - 1], delta_i, "uniform")})
+            caps.append({"weight": _cap(eps_t[l - 1] / P, delta_i, "uniform", dtype),
+                         "bias": _cap(eps_t[l - 1] / P, delta_i, "uniform", dtype), "const": _cap(eps_t[l - 1], delta_i, "uniform", dtype)})
         widths = [n[0], g * n[0] + g0] + [r[l - 2] * n[l - 1] + c[l - 2] for l in range(2, L + 1)] + [n[L]]
         R = [None, None] + [r[l - 2] * n[l - 1] for l in range(2, L + 1)] + [n[L]]
         C = [0, 0] + c + [0]
@@ -188,12 +236,12 @@ def _layout(construction, n, dens, eps_t, delta_i, P, biases):
         k, g0s = [], []
         for t in range(1, L + 1):
             pa, pb = dens[2 * t - 2], dens[2 * t - 1]
-            kt = P * _thin(eps_t[t - 1] / P, delta_i, pa * pb / 2, "product")
-            gt = P * _thin(eps_t[t - 1] / P, delta_i, pb / 2, "product") if biases else 0
+            kt = P * _thin(eps_t[t - 1] / P, delta_i, pa * pb / 2, "product", dtype)
+            gt = P * _thin(eps_t[t - 1] / P, delta_i, pb / 2, "product", dtype) if biases else 0
             k.append(kt)
             g0s.append(gt)
             cand.append({"weight": kt // P, "bias": gt // P if biases else 0, "const": 0})
-            cap = _cap(eps_t[t - 1] / P, delta_i, "product")
+            cap = _cap(eps_t[t - 1] / P, delta_i, "product", dtype)
             caps.append({"weight": cap, "bias": cap if biases else 0, "const": 0})
         widths = [n[0]]
         for t in range(1, L + 1):
@@ -209,12 +257,15 @@ def _layout(construction, n, dens, eps_t, delta_i, P, biases):
 
 
 def strong_widths(target_widths, density, delta, *, eps=None, instance_eps=None, construction="l+1",
-                  biases=True, weight_bound=1.0, box=(-1.0, 1.0)) -> StrongWidths:
+                  biases=True, weight_bound=1.0, box=(-1.0, 1.0), source_dtype=None) -> StrongWidths:
     """Sufficient widths of an ER source containing a strong ticket of any target with widths (n_0, …, n_L),
     |weights|, |biases| ≤ ``weight_bound``, with probability ≥ 1 − δ (MATH.md §6; formulas in the module
     docstring). Exactly one of ``eps`` (network sup-error; forward split) and ``instance_eps`` (per-instance
     tolerance, one value or one per target layer) must be given. ``density``: one value or one per source layer
-    (L+1 for "l+1", 2L for "2l")."""
+    (L+1 for "l+1", 2L for "2l"). ``source_dtype``: "float32", "float64" or None (float32 iff every per-instance
+    tolerance is ≥ :data:`FLOAT32_MIN_TOLERANCE`, else float64); N_SS is evaluated at ε − C·ρ(dtype) (module
+    docstring). Raises a one-line ValueError when a tolerance needs more candidates per exact search than the
+    solver searches (:data:`theory.subset_sum.SOLVER_MAX_CANDIDATES`) or lies below the weights' resolution."""
     n = check_widths(target_widths, "target_widths", minimum_length=2)
     L = len(n) - 1
     construction = check_choice(construction, "construction", CONSTRUCTIONS)
@@ -250,29 +301,45 @@ def strong_widths(target_widths, density, delta, *, eps=None, instance_eps=None,
             out.append(float((n[t - 1] + extra) * caps[t - 1]["weight"] * P))
         return out
 
-    # fixed point: the instance count fixes δ', δ' fixes the caps and widths, the widths fix the count
-    delta_i = delta / (4.0 * sum(n[t] * n[t - 1] for t in range(1, L + 1)))
-    for _ in range(50):
-        if split == "instance":
-            eps_t = eps_fixed
-        else:
-            eps_list = [0.0] * L
-            prod = 1.0
-            for t in range(L, 0, -1):
-                eps_list[t - 1] = backward_layer_tolerance(eps, L, bounds[t - 1], prod)
-                if t > 1:
-                    law = "product" if construction == "2l" else "uniform"
-                    cap = _cap(eps_list[t - 1] / P, delta_i, law)
-                    extra = 1 if (biases and construction == "l+1") else 0
-                    prod *= (n[t - 1] + extra) * cap * P
-            eps_t = tuple(eps_list)
-        groups, cand, caps, widths, count, ticket = _layout(construction, n, dens, eps_t, delta_i, P, biases)
-        new_delta = delta / count
-        if new_delta >= delta_i * (1 - 1e-12):
-            break
-        delta_i = new_delta
-    else:  # pragma: no cover - the count grows like log(1/δ'), so this converges in a few steps
-        raise ValueError("strong_widths did not converge: allowed smaller targets")
+    def fixed_point(dtype):
+        # the instance count fixes δ', δ' fixes the caps and widths, the widths fix the count
+        delta_i = delta / (4.0 * sum(n[t] * n[t - 1] for t in range(1, L + 1)))
+        for _ in range(50):
+            if split == "instance":
+                eps_t = eps_fixed
+            else:
+                eps_list = [0.0] * L
+                prod = 1.0
+                for t in range(L, 0, -1):
+                    eps_list[t - 1] = backward_layer_tolerance(eps, L, bounds[t - 1], prod)
+                    if t > 1:
+                        law = "product" if construction == "2l" else "uniform"
+                        cap = _cap(eps_list[t - 1] / P, delta_i, law, dtype)
+                        extra = 1 if (biases and construction == "l+1") else 0
+                        prod *= (n[t - 1] + extra) * cap * P
+                eps_t = tuple(eps_list)
+            layout = _layout(construction, n, dens, eps_t, delta_i, P, biases, dtype)
+            new_delta = delta / layout[4]
+            if new_delta >= delta_i * (1 - 1e-12):
+                return eps_t, delta_i, layout
+            delta_i = new_delta
+        raise ValueError("strong_widths did not converge: allowed smaller targets")  # pragma: no cover
+
+    if source_dtype is None:  # float32 when its resolution costs at most half of every tolerance, else float64
+        eps_t, delta_i, layout = fixed_point("float64")
+        dtype = "float64"
+        if min(eps_t) / P >= FLOAT32_MIN_TOLERANCE:
+            try:
+                eps32, delta32, layout32 = fixed_point("float32")
+            except ValueError:
+                eps32 = None
+            if eps32 is not None and min(eps32) / P >= FLOAT32_MIN_TOLERANCE:
+                eps_t, delta_i, layout, dtype = eps32, delta32, layout32, "float32"
+    else:
+        dtype = check_choice(source_dtype, "source_dtype", ("float32", "float64"))
+        eps_t, delta_i, layout = fixed_point(dtype)
+    groups, cand, caps, widths, count, ticket = layout
+    blocks = _search_blocks(construction, eps_t, delta_i, P, dtype)
     amps = tuple(amps_for(caps))
     if split == "forward":
         check = forward_tolerance_split(eps, bounds, amps)
@@ -282,6 +349,6 @@ def strong_widths(target_widths, density, delta, *, eps=None, instance_eps=None,
         construction=construction, target_widths=n, densities=dens, delta=delta,
         eps=None if split == "instance" else eps, tolerance_split=split, instance_eps=tuple(eps_t),
         instance_delta=delta_i, instances=int(count), weight_bound=wb, parts=P, biases=biases,
-        candidates=cand, caps=caps, groups=groups, source_widths=widths, source_params=int(sum(layer_params)),
+        candidates=cand, caps=caps, blocks=blocks, source_dtype=dtype, groups=groups, source_widths=widths, source_params=int(sum(layer_params)),
         expected_er_params=float(sum(p * m for p, m in zip(dens, layer_params))),
         expected_ticket_params=float(ticket), amplification_bounds=amps, input_bounds_l1=bounds)

@@ -42,10 +42,31 @@ __all__ = [
     "paper_literal_width",
     "FITTED_CONSTANT",
     "fitted_width",
+    "SOLVER_MAX_CANDIDATES",
+    "WEIGHT_RESOLUTION",
+    "SOURCE_DTYPES",
+    "candidate_resolution",
+    "effective_tolerance",
+    "SearchPlan",
+    "search_plan",
 ]
 
 LAWS = ("uniform", "product")
 _REL = 1e-9  # relative tolerance for "ε (or δ') is a calibrated grid value"
+
+#: Largest number of candidates the exact subset-sum solver searches in one meet-in-the-middle run (2 · 2^20
+#: half-sums). ``theory`` provisions at most this many candidates per exact search (:func:`search_plan`);
+#: ``construct.subset_sum`` imports it as its prefix cap, so theory's widths and the solver's search agree.
+SOLVER_MAX_CANDIDATES = 40
+
+#: Below the calibrated ε grid N_SS grows by at least this many candidates per halving of ε (see :func:`nss_lookup`).
+EPS_EXTRAPOLATION_MIN_SLOPE = 1.0
+
+#: Spacing of the source weights U[−1, 1) as drawn (construct.source): float32 weights are multiples of 2^−23,
+#: float64 weights multiples of 2^−52 (up to one rounding). A drawn weight x̃ is the quantization of a continuous
+#: U[−1, 1) variable x with |x − x̃| ≤ resolution (the float32 draw keeps the leading bits of the float64 one).
+WEIGHT_RESOLUTION = {"float32": 2.0 ** -23, "float64": 2.0 ** -52}
+SOURCE_DTYPES = tuple(WEIGHT_RESOLUTION)
 
 
 @functools.lru_cache(maxsize=1)
@@ -150,8 +171,13 @@ def nss_lookup(eps: float, delta: float, law: str = "uniform") -> NssLookup:
     - δ' < 1e−3: N(ε, δ') = ⌈N(ε, δ_a) + (N(ε, δ_a) − N(ε, δ_b)) / log(δ_b/δ_a) · log(δ_a/δ')⌉ with δ_a = 1e−3,
       δ_b = 1e−2 (linear in log(1/δ'), never below N(ε, δ_a)) — ``extrapolated``.
     - ε between grid values (or above 1e−1): the next smaller calibrated ε — ``interpolated``.
-    - ε < 1e−5: every calibrated δ' column is extrapolated linearly in log2(1/ε) through ε = 1e−4 and 1e−5 (never
-      decreasing), then the δ' rule above is applied — ``extrapolated``.
+    - ε < 1e−5: every calibrated δ' column is extrapolated linearly in log2(1/ε) from ε = 1e−5 with the slope
+      through ε = 1e−4 and 1e−5, but at least :data:`EPS_EXTRAPOLATION_MIN_SLOPE` = 1 candidate per halving of ε,
+      then the δ' rule above is applied — ``extrapolated``. (The calibrated slopes are 0.6–0.9 per halving: at
+      ε ≥ 1e−5 the binding event is reaching z near ±1, not resolution. Below, 2^k subset sums must resolve ε, and
+      the exact best error of k i.i.d. candidates shrinks by about 2 per added candidate; measured with float64
+      candidates (400 draws, z ∈ {0.05, 0.5, 1}, ``construct/README.md``), the old slopes under-provisioned, e.g.
+      N = 30 at ε = 1e−8, δ' = 0.1 while 30 uniform candidates miss 1e−8 in > 10 % of draws at z = 1.)
     - Envelope: the result is raised to the largest value at any larger calibrated ε (so N_SS is non-increasing in ε
       even where the δ' extrapolation of different ε columns disagrees) — ``envelope`` says when this happened.
     """
@@ -189,11 +215,12 @@ def nss_lookup(eps: float, delta: float, law: str = "uniform") -> NssLookup:
         for j in range(n_delta):
             n_last = _calibrated(rows[last], j, law, table)
             n_prev = _calibrated(rows[prev], j, law, table)
-            cols.append(n_last + max(0.0, n_last - n_prev) / step * x)
+            slope = max(EPS_EXTRAPOLATION_MIN_SLOPE, (n_last - n_prev) / step)
+            cols.append(n_last + slope * x)
         value, d_used, d_int, d_ext = _delta_resolved(cols, delta, delta_grid)
         eps_used = (eps_grid[prev], eps_grid[last])
         easier = range(0, len(eps_grid))
-        rule = "eps extrapolated linearly in log2(1/eps)"
+        rule = "eps extrapolated linearly in log2(1/eps), at least one candidate per halving of eps"
     envelope_value = max(resolved_at(k)[0] for k in easier)
     envelope = envelope_value > value + 1e-12
     value = max(value, envelope_value)
@@ -235,6 +262,80 @@ def thinning_width(eps: float, delta: float, density: float, law: str = "uniform
     delta = check_open_unit(delta, "delta")
     n_ss = nss(eps, delta / 2, law)
     return int(math.ceil((2 * n_ss + 8 * math.log(2 / delta)) / density - 1e-12))
+
+
+def candidate_resolution(dtype: str, law: str = "uniform") -> float:
+    """Largest distance between a subset-sum candidate built from drawn source weights and its continuous coupling
+    (MATH.md §5 calibrates continuous U[−1, 1] weights): r for a weight ("uniform"), 2·r for a product v·|w| of two
+    weights (|v·w − ṽ·w̃| ≤ |v − ṽ|·|w| + |ṽ|·|w − w̃| ≤ 2r), with r = :data:`WEIGHT_RESOLUTION` [dtype]."""
+    dtype = check_choice(dtype, "source_dtype", SOURCE_DTYPES)
+    law = check_choice(law, "law", LAWS)
+    return WEIGHT_RESOLUTION[dtype] * (2.0 if law == "product" else 1.0)
+
+
+def effective_tolerance(eps: float, dtype: str, law: str = "uniform", max_chosen: int = SOLVER_MAX_CANDIDATES) -> float:
+    """ε_eff = ε − C·ρ: the tolerance the calibrated (continuous) N_SS must meet so that drawn weights of spacing
+    ρ = :func:`candidate_resolution` meet ε (MATH.md §5, [ours]): couple every drawn candidate c̃ with a continuous
+    c, |c − c̃| ≤ ρ; a subset S of at most C = ``max_chosen`` continuous candidates with |Σ_S c − z| ≤ ε_eff gives
+    |Σ_S c̃ − z| ≤ ε_eff + |S|·ρ ≤ ε. Returns a value ≤ 0 when ε is below the weights' resolution."""
+    eps = check_positive_real(eps, "eps")
+    return float(eps) - int(max_chosen) * candidate_resolution(dtype, law)
+
+
+@dataclass(frozen=True)
+class SearchPlan:
+    """How many candidates one subset-sum instance needs and how the solver searches them (MATH.md §5, [ours]).
+
+    ``blocks`` disjoint blocks of ``block`` i.i.d. candidates each (``total`` = blocks·block), every block searched
+    exactly on its own (``block`` ≤ :data:`SOLVER_MAX_CANDIDATES`), the best block taken. A block fails with
+    probability ≤ ``block_delta`` = δ^{1/blocks} (``block`` = N_SS(ε, block_delta, law)); the instance fails only if
+    every block fails, which by independence has probability ≤ block_delta^blocks = δ. ``nss`` is the lookup of
+    the block size."""
+
+    total: int
+    block: int
+    blocks: int
+    block_delta: float
+    eps: float
+    delta: float
+    law: str
+    nss: NssLookup
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        return d
+
+
+def search_plan(eps: float, delta: float, law: str = "uniform", max_block: int = SOLVER_MAX_CANDIDATES) -> SearchPlan:
+    """The fewest candidates a·k, with k = N_SS(ε, δ^{1/a}, law) ≤ ``max_block``, that fail with probability ≤ δ when
+    searched as a independent blocks of k (see :class:`SearchPlan`); a = 1 (one exact search of N_SS(ε, δ) ≤
+    ``max_block`` candidates) whenever possible. Raises a one-line ValueError naming ε, the N_SS it needs and the
+    cap when no block size within the cap exists (N_SS(ε, 0.1, law) > ``max_block``: ε is too small for the exact
+    solver)."""
+    eps = check_open_unit(eps, "eps")
+    delta = check_open_unit(delta, "delta")
+    law = check_choice(law, "law", LAWS)
+    max_block = check_positive_int(max_block, "max_block")
+    largest_delta = max(load_nss_table()["delta_grid"])
+    best = None
+    a = 1
+    while True:
+        block_delta = delta ** (1.0 / a)
+        lookup = nss_lookup(eps, block_delta, law)
+        if lookup.value <= max_block and (best is None or a * lookup.value < best.total):
+            best = SearchPlan(total=a * lookup.value, block=lookup.value, blocks=a, block_delta=block_delta, eps=eps,
+                              delta=delta, law=law, nss=lookup)
+        if block_delta >= largest_delta or (best is not None and a * 1 >= best.total):
+            break
+        a += 1
+    if best is None:
+        need = nss(eps, delta, law)
+        raise ValueError(
+            f"per-instance tolerance eps={eps:.3g} ({law} candidates, failure {delta:.3g}) needs N_SS={need} candidates "
+            f"(N_SS={nss(eps, largest_delta, law)} per block even at block failure {largest_delta}), but the exact "
+            f"solver searches at most {max_block}: allowed larger tolerances (a larger eps, a shallower or narrower "
+            f"target, a smaller input box)")
+    return best
 
 
 def block_width(eps: float, delta: float, density: float, law: str = "uniform") -> BlockWidth:

@@ -594,3 +594,30 @@ def test_unknown_stop_raises_one_line_value_error(stop):
     with pytest.raises(ValueError, match="stop=") as info:
         solve_subset_sums(np.zeros((1, 2)), np.zeros(1), 0.1, stop=stop)
     assert "\n" not in str(info.value) and "first" in str(info.value)
+
+
+# ------------------------------------------------------------------------------- issue 14: overflow near the limit
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_magnitudes_whose_sums_can_overflow_are_refused(backend):
+    """Near the float limit the running sums overflow, so both backends refuse the instance in one line naming the
+    argument. Scaled by an exact power of two the same instance is solved, also just inside the limit."""
+    from construct.subset_sum import MAX_MAGNITUDE
+
+    cand = np.array([[1e308, 1e308, -1.5e308]])
+    z = np.array([0.5e308])  # = 1e308 + 1e308 − 1.5e308: feasible, but the partial sum 2e308 overflows
+    # (without the check both backends returned status infeasible with error inf for this row)
+    with pytest.raises(ValueError, match=r"^candidates: row 0 .* allowed magnitudes whose subset sums cannot overflow"):
+        solve_subset_sums_detailed(cand, z, 1e300, backend=backend)
+    scale = 2.0 ** -60
+    sol = solve_subset_sums_detailed(cand * scale, z * scale, 1e300 * scale, backend=backend)
+    assert sol.status[0] == 0 and sol.mask[0].tolist() == [True, True, True]
+    near = 2.0 ** -4  # Σ|c| + |z| = 2.5e307, within a factor 2 of MAX_MAGNITUDE = 4.49e307
+    assert 0.5 * MAX_MAGNITUDE < (3.5 + 0.5) * (1e308 * near) <= MAX_MAGNITUDE
+    sol = solve_subset_sums_detailed(cand * near, z * near, 1e290, backend=backend)
+    assert sol.status[0] == 0 and sol.mask[0].tolist() == [True, True, True] and np.isfinite(sol.error[0])
+    with pytest.raises(ValueError, match="^candidates: row 0"):
+        best_prefix_subsets(cand, z[:, None])
+    with pytest.raises(ValueError, match="^candidates: row 0"):
+        smallest_sufficient_prefix(cand, z[:, None], 1e300)

@@ -96,3 +96,48 @@ def test_construct_builds_exactly_these_widths(construction):
     sw, groups, widths = plan_strong(target, 1.0, 0.1, eps=0.05, construction=construction)
     assert tuple(widths) == tuple(sw.source_widths)
     assert sample_source(widths, sw.densities, 0).widths == tuple(sw.source_widths)
+
+
+# ------------------------------------------------------------------ issue 14: what the solver searches, precision
+
+
+@settings(max_examples=20, deadline=None)
+@given(widths=WIDTHS, construction=st.sampled_from(["l+1", "2l"]), eps=st.sampled_from([0.1, 0.01, 1e-3]),
+       box=st.sampled_from([1.0, 10.0]), p=st.floats(0.1, 1.0))
+def test_theory_provisions_only_what_the_solver_searches(widths, construction, eps, box, p):
+    from theory.subset_sum import SOLVER_MAX_CANDIDATES, effective_tolerance, search_plan
+
+    try:
+        sw = strong_widths(widths, p, 0.1, eps=eps, construction=construction, box=(-box, box))
+    except ValueError as exc:
+        assert "at most 40" in str(exc) and "per-instance tolerance eps=" in str(exc)
+        return
+    for t, (cap, blocks) in enumerate(zip(sw.caps, sw.blocks), start=1):
+        law = "product" if (construction == "2l" or t == 1) else "uniform"
+        assert 1 <= cap["weight"] <= SOLVER_MAX_CANDIDATES and blocks["weight"] >= 1
+        plan = search_plan(effective_tolerance(sw.instance_eps[t - 1] / sw.parts, sw.source_dtype, law),
+                           sw.instance_delta / 2, law)
+        # the widths were sized at the a-priori tolerances, which the forward check can only lower
+        assert cap["weight"] * blocks["weight"] <= sw.candidates[t - 1]["weight"]
+        assert plan.total >= cap["weight"] * blocks["weight"]
+
+
+def test_issue_14_case_refused_with_tolerance_nss_and_cap():
+    with pytest.raises(ValueError, match=r"^per-instance tolerance eps=\S+ .*needs N_SS=\d+ candidates .*but the exact "
+                                         r"solver searches at most 40"):
+        strong_widths((8, 8, 8, 8, 2), 0.5, 0.1, eps=0.01, construction="l+1")
+
+
+def test_source_dtype_choice_and_resolution_refusal():
+    from theory.strong_widths import FLOAT32_MIN_TOLERANCE
+    from theory.subset_sum import SOLVER_MAX_CANDIDATES, candidate_resolution
+
+    assert FLOAT32_MIN_TOLERANCE == 2 * SOLVER_MAX_CANDIDATES * candidate_resolution("float32", "product")
+    assert strong_widths((3, 2), 0.5, 0.1, instance_eps=1e-2, construction="2l").source_dtype == "float32"
+    assert strong_widths((3, 2), 0.5, 0.1, instance_eps=1e-6, construction="2l").source_dtype == "float64"
+    with pytest.raises(ValueError, match=r"^per-instance tolerance eps=1e-06 is below the resolution of float32"):
+        strong_widths((3, 2), 0.5, 0.1, instance_eps=1e-6, construction="2l", source_dtype="float32")
+    # the float32 margin makes float32 widths at least as large as float64 ones
+    a = strong_widths((3, 2), 0.5, 0.1, instance_eps=1e-4, construction="2l", source_dtype="float32")
+    b = strong_widths((3, 2), 0.5, 0.1, instance_eps=1e-4, construction="2l", source_dtype="float64")
+    assert a.source_params >= b.source_params

@@ -313,3 +313,113 @@ def test_fitted_constant_agrees_with_the_independent_calibration(law, eps):
     failures = round(float(curve[min(n, curve.size - 1)]) * trials)
     assert_rate_at_most(failures, trials, 0.01, alpha=1e-3)
 
+
+
+# ------------------------------------------------------------------ issue 14: solver cap, blocks, resolution, ε slope
+
+
+def test_solver_cap_is_one_constant_shared_with_construct():
+    from construct import subset_sum as solver
+    from theory.subset_sum import SOLVER_MAX_CANDIDATES
+
+    assert SOLVER_MAX_CANDIDATES == 40
+    assert solver.DEFAULT_MAX_PREFIX == SOLVER_MAX_CANDIDATES
+
+
+@settings(max_examples=60, deadline=None)
+@given(eps=st.floats(1e-9, 0.5), delta=st.floats(1e-12, 0.5), law=st.sampled_from(LAWS),
+       max_block=st.integers(12, 40))
+def test_search_plan_blocks_within_the_cap_and_fail_at_most_delta(eps, delta, law, max_block):
+    from theory.subset_sum import search_plan
+
+    try:
+        plan = search_plan(eps, delta, law, max_block=max_block)
+    except ValueError as exc:
+        # refused only when even a block at the largest calibrated δ' needs more than the cap
+        assert nss(eps, max(DELTA_GRID), law) > max_block
+        assert f"at most {max_block}" in str(exc) and "needs N_SS=" in str(exc) and "\n" not in str(exc)
+        return
+    assert 1 <= plan.block <= max_block and plan.total == plan.block * plan.blocks
+    assert plan.block == nss(eps, plan.block_delta, law)
+    assert plan.block_delta ** plan.blocks <= delta * (1 + 1e-9)  # all blocks fail w.p. ≤ δ (independence)
+    if nss(eps, delta, law) <= max_block:
+        assert plan.blocks == 1 and plan.total == nss(eps, delta, law)
+
+
+def test_search_plan_blocks_monte_carlo():
+    """Fresh candidates, searched as the plan's blocks with an independent exact oracle: the failure rate is not
+    significantly above δ (binomtest, α = 1e-3)."""
+    from theory.subset_sum import search_plan
+
+    plan = search_plan(1e-2, 1e-3, "uniform", max_block=12)  # N_SS(1e-2, 1e-3) = 23 > 12: several blocks
+    assert plan.blocks >= 2 and plan.block <= 12
+    rng = np.random.default_rng(14014)
+    trials = 2000
+    for z in (-1.0, 0.3, 1.0):
+        values = rng.uniform(-1, 1, (trials, plan.total))
+        best = np.full(trials, np.inf)
+        for b in range(plan.blocks):
+            block = values[:, b * plan.block:(b + 1) * plan.block]
+            best = np.minimum(best, np.concatenate([_best_error_bruteforce(block[s:s + 250], z)
+                                                    for s in range(0, trials, 250)]))
+        failures = int(np.sum(best > 1e-2))
+        assert stats.binomtest(failures, trials, 1e-3, alternative="greater").pvalue > ALPHA, (z, failures)
+
+
+@pytest.mark.parametrize("law", LAWS)
+@pytest.mark.parametrize("delta", [1e-1, 1e-2, 1e-3])
+def test_eps_extrapolation_needs_one_more_candidate_per_halving(law, delta):
+    base = nss(1e-5, delta, law)
+    for halvings in (1, 5, 10, 17):
+        assert nss(1e-5 * 2.0 ** -halvings, delta, law) >= base + halvings
+
+
+def test_eps_extrapolation_against_measured_tail():
+    """Below the calibrated ε the old rule (the calibrated slope between ε = 1e-4 and 1e-5, 0.6-0.9 candidates per
+    halving) under-provisions: at its N_SS(1e-9, 0.1, uniform) fresh float64 candidates miss z = 1 by more than 1e-9
+    in significantly more than 10 % of draws. At the new value (≥ 1 candidate per halving) they do not."""
+    from construct.subset_sum import solve_subset_sums_detailed
+
+    rows = _rows("uniform")
+    n_last, n_prev = rows[-1]["n_ss"][0], rows[-2]["n_ss"][0]
+    old = math.ceil(n_last + (n_last - n_prev) / math.log2(10) * math.log2(1e-5 / 1e-9) - 1e-9)
+    new = nss(1e-9, 0.1, "uniform")
+    assert new > old
+    rng = np.random.default_rng(9)
+    trials = 400
+    values = rng.uniform(-1, 1, (trials, new))
+    z = np.ones(trials)
+    for n, should_fail in ((old, True), (new, False)):
+        err = solve_subset_sums_detailed(values[:, :n], z, 1e-300, stop="best").error  # exact best of n
+        failures = int(np.sum(err > 1e-9))
+        p = stats.binomtest(failures, trials, 0.1, alternative="greater").pvalue
+        assert (p < ALPHA) == should_fail, (n, failures)  # measured: 33 → 65/400 fail, 35 → 20/400
+
+
+def test_effective_tolerance_and_resolution():
+    from theory.subset_sum import SOLVER_MAX_CANDIDATES, candidate_resolution, effective_tolerance
+
+    assert candidate_resolution("float32", "uniform") == 2.0 ** -23
+    assert candidate_resolution("float32", "product") == 2.0 ** -22
+    assert candidate_resolution("float64", "product") == 2.0 ** -51
+    assert effective_tolerance(1e-3, "float32", "product") == 1e-3 - SOLVER_MAX_CANDIDATES * 2.0 ** -22
+    assert effective_tolerance(1e-6, "float32", "uniform") < 0  # below what 40 float32 weights can promise
+    with pytest.raises(ValueError, match="source_dtype"):
+        candidate_resolution("float16")
+
+
+def test_float32_lattice_is_what_the_margin_covers():
+    """Measured: float32 weights (multiples of 2^-23) put every subset sum on a lattice; at a target between lattice
+    points the best error is ≥ the distance to the lattice, far above the float64 best error of the same draws."""
+    from construct.subset_sum import solve_subset_sums_detailed
+
+    rng = np.random.default_rng(3)
+    u32 = rng.random((200, 32), dtype=np.float32)
+    w32 = (u32 * np.float32(2) - np.float32(1)).astype(np.float64)
+    w64 = w32 + rng.random(w32.shape) * 2.0 ** -23  # the refinement construct.source uses for float64 sources
+    z = 0.3 + 2.0 ** -25  # a quarter of the lattice spacing off the lattice
+    lattice = abs(z / 2.0 ** -23 - round(z / 2.0 ** -23)) * 2.0 ** -23
+    e32 = solve_subset_sums_detailed(w32, np.full(200, z), 1e-300, stop="best").error  # exact best of 32
+    e64 = solve_subset_sums_detailed(w64, np.full(200, z), 1e-300, stop="best").error
+    assert np.all(e32 >= lattice - 1e-15)
+    assert np.median(e64) < lattice / 4

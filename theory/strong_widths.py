@@ -40,7 +40,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from theory.validation import check_choice, check_open_unit, check_positive_real, check_widths
+from theory.validation import check_choice, check_open_unit, check_positive_real, check_unit_count, check_widths
 from theory.weak_widths import per_layer_densities
 
 __all__ = ["StrongWidths", "strong_widths", "backward_layer_tolerance", "forward_tolerance_split",
@@ -134,15 +134,26 @@ class StrongWidths:
 
 
 def _thin(eps, delta, availability, law):
+    """thinning_width as an int; a group of 2^63 units or more (tiny ε, δ' or availability, including an
+    availability that underflows to 0) is refused with WidthOverflowError."""
     from theory.subset_sum import thinning_width
 
-    return int(thinning_width(eps, delta, availability, law))
+    what = f"a subset-sum group (eps={eps:.3g}, delta'={delta:.3g}, availability={availability:.3g})"
+    if availability == 0.0:
+        check_unit_count(math.inf, what + " after float underflow")
+    try:
+        return check_unit_count(thinning_width(eps, delta, availability, law), what)
+    except OverflowError:
+        return check_unit_count(math.inf, what)
 
 
 def _cap(eps, delta, law):
     from theory.subset_sum import nss
 
-    return int(nss(eps, delta / 2.0, law))
+    try:
+        return check_unit_count(nss(eps, delta / 2.0, law), f"N_SS(eps={eps:.3g}, delta'={delta / 2.0:.3g})")
+    except OverflowError:
+        return check_unit_count(math.inf, f"N_SS(eps={eps:.3g}, delta'={delta / 2.0:.3g})")
 
 
 def _layout(construction, n, dens, eps_t, delta_i, P, biases):

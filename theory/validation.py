@@ -87,3 +87,39 @@ def parse_int_list(text: str, name: str) -> tuple[int, ...]:
     except ValueError:
         raise ValueError(f"{name}={text!r} is malformed: allowed comma-separated positive integers such as 784,300,10") from None
     return check_widths(values, name, minimum_length=1)
+
+
+#: Every width, group size and count of a construction must stay below this many units (a signed 64-bit integer:
+#: numpy indices and array sizes cannot go beyond it).
+MAX_UNITS = 2**63
+
+
+class WidthOverflowError(ValueError):
+    """A width, group size or count would need 2^63 units or more (or its formula overflowed the float range):
+    the construction is refused, not attempted. A ``ValueError``, so the command lines print one line, exit 2."""
+
+
+def check_unit_count(value, what: str) -> int:
+    """⌈value⌉ as an int when 0 ≤ value < 2^63 (:data:`MAX_UNITS`); otherwise raise :class:`WidthOverflowError`
+    naming ``what`` ("lifting group g = ⌈κ(p_1·p_2)·log(…)⌉") and the reason. ``value`` may be an int, a float
+    (inf and nan included) or anything ``float()`` accepts."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        count = int(value)
+    else:
+        try:
+            real = float(value)
+        except (TypeError, ValueError, OverflowError):
+            raise WidthOverflowError(f"{what} is not a number ({value!r}): refused") from None
+        if math.isnan(real):
+            raise WidthOverflowError(f"{what} is undefined (nan; a float overflow in its formula): refused")
+        if real >= float(MAX_UNITS):
+            size = "its formula overflows the float range" if math.isinf(real) else f"about {real:.3g}"
+            raise WidthOverflowError(f"{what} needs more than 2^63 units ({size}): refused; "
+                                     "use a larger density, epsilon or delta, or a smaller target")
+        count = math.ceil(real)
+    if count >= MAX_UNITS:
+        raise WidthOverflowError(f"{what} needs more than 2^63 units (about 2^{count.bit_length() - 1}): refused; "
+                                 "use a larger density, epsilon or delta, or a smaller target")
+    if count < 0:
+        raise WidthOverflowError(f"{what}={count} is negative: refused")
+    return count

@@ -45,6 +45,9 @@ def _common(p):
     p.add_argument("--no-target-biases", dest="target_biases", action="store_false",
                    help="random targets: all biases zero")
     p.add_argument("--samples", type=int, default=2048, help="random inputs for the sampled error (default 2048)")
+    p.add_argument("--max-memory", default=None,
+                   help="memory budget, bytes or a size such as 512M or 8G (default: 80%% of the available memory): "
+                        "the target, the sampled inputs and the files read are estimated first and refused beyond it")
     p.add_argument("--out", help="write the ticket to this .npz file (atomic; no pickle)")
     p.add_argument("--json", action="store_true", help="print one JSON document instead of the text summary")
 
@@ -76,6 +79,9 @@ def build_parser() -> ArgumentParser:
                                    "pass and certificate, and print the verdict (exit 0 iff valid, 1 otherwise).")
     v.add_argument("path", help="ticket .npz file")
     v.add_argument("--samples", type=int, default=2048, help="random inputs for the sampled error (default 2048)")
+    v.add_argument("--max-memory", default=None,
+                   help="memory budget, bytes or a size such as 512M or 8G (default: 80%% of the available memory): "
+                        "the file's arrays (from its npz headers) and the sampled inputs are estimated first")
     v.add_argument("--json", action="store_true", help="print one JSON document")
     c = sub.add_parser("check", help="the constructive approximation checks (exit 0 iff every claim holds)",
                        description="Battery over targets (random, sparse, trained on digits), densities 1 ... 0.05 and "
@@ -96,13 +102,35 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
+def _budget(args):
+    from theory.memory import parse_memory
+
+    return None if args.max_memory is None else parse_memory(args.max_memory, "max_memory")
+
+
+def _check_samples(samples, inputs: int, budget) -> int:
+    """--samples as a positive int whose sampled inputs (samples × n_0 float64, plus the bounded forward chunks
+    of construct.certificate) fit the memory budget."""
+    from theory.memory import check_memory
+
+    samples = check_positive_int(samples, "samples")
+    check_memory(8.0 * samples * inputs + 3 * 8 * 2**24, f"--samples {samples} random inputs of dimension {inputs}",
+                 budget)
+    return samples
+
+
 def _resolve_densities(args, construction):
-    from construct.targets import load_target, parse_box
+    from construct.targets import check_target_range, load_target, parse_box
 
     box = parse_box(args.box)
     check_open_unit(args.delta, "delta")
+    check_positive_int(args.seed, "seed", minimum=0)
+    budget = _budget(args)
+    check_positive_int(args.samples, "samples")
     target = load_target(args.target, seed=args.seed, scale=args.target_scale, biases=args.target_biases,
-                         target_density=args.target_density)
+                         target_density=args.target_density, max_memory=budget)
+    check_target_range(target, box)
+    _check_samples(args.samples, target.widths[0], budget)
     density = _densities(args.density)
     if args.density_scheme != "uniform":
         if isinstance(density, list):
@@ -147,10 +175,43 @@ def _print_ticket(report, out):
         print(f"  written to {out}")
 
 
+def _check_finite_report(report) -> None:
+    """Refuse to report (or write) a ticket whose certificate or errors are nan: a float overflow happened
+    somewhere (the target range check makes this unreachable for the inputs it knows)."""
+    import math
+
+    values = {"certificate": report.certificate, "sampled error": report.sampled_error,
+              "corner error": report.corner_error}
+    bad = [k for k, v in values.items() if v is not None and math.isnan(v)]
+    if bad:
+        raise ValueError(f"the {' and '.join(bad)} of this ticket is nan (a float overflow): refused; scale the "
+                         "target or the box down")
+
+
+def _check_verify_input(args) -> int:
+    """verify's file and --samples: a regular file whose arrays (from its npz headers) and sampled inputs fit the
+    memory budget, checked before anything is loaded."""
+    from theory.input_files import npz_bytes, npz_headers
+    from theory.memory import check_memory
+
+    budget = _budget(args)
+    samples = check_positive_int(args.samples, "samples")
+    headers = npz_headers(args.path, "path")
+    check_memory(2 * npz_bytes(headers), f"loading the ticket file {args.path!r} (arrays declared in its npz headers, "
+                 "and their converted copies)", budget)
+    first = headers.get("target_W1")
+    inputs = first.shape[1] if first is not None and len(first.shape) == 2 else 1
+    return _check_samples(samples, inputs, budget)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.command in ("strong", "weak"):
-        check_positive_int(args.samples, "samples")
+        if args.command == "strong":
+            max_params = check_positive_real(args.max_source_params, "max_source_params")
+            if max_params >= 2.0**63:
+                raise ValueError(f"max_source_params={args.max_source_params!r} is out of range: allowed a finite "
+                                 "number > 0 below 2^63")
         target, density, box = _resolve_densities(args, args.construction if args.command == "strong" else "weak")
         if args.command == "strong":
             from construct.strong import build_strong_ticket
@@ -158,13 +219,14 @@ def main(argv=None) -> int:
             ticket, report = build_strong_ticket(target, density, args.delta, args.seed, eps=args.eps,
                                                  weight_eps=args.weight_eps, construction=args.construction, box=box,
                                                  width_multiplier=args.width_multiplier, law=args.weight_law,
-                                                 samples=args.samples, max_source_params=int(args.max_source_params))
+                                                 samples=args.samples, max_source_params=int(max_params))
         else:
             from construct.weak import build_weak_ticket
 
             ticket, report = build_weak_ticket(target, density, args.delta, args.seed, box=box,
                                                width_multiplier=args.width_multiplier, law=args.weight_law,
                                                samples=args.samples)
+        _check_finite_report(report)
         if args.out:
             from construct.ticket import save_ticket
 
@@ -177,7 +239,8 @@ def main(argv=None) -> int:
     if args.command == "verify":
         from construct.verify import verify_ticket
 
-        res = verify_ticket(args.path, samples=check_positive_int(args.samples, "samples"))
+        samples = _check_verify_input(args)
+        res = verify_ticket(args.path, samples=samples)
         if args.json:
             print(dumps(res))
         else:

@@ -115,11 +115,11 @@ def check_unit_count(value, what: str) -> int:
         if real >= float(MAX_UNITS):
             size = "its formula overflows the float range" if math.isinf(real) else f"about {real:.3g}"
             raise WidthOverflowError(f"{what} needs more than 2^63 units ({size}): refused; "
-                                     "use a larger density, epsilon or delta, or a smaller target")
+                                     "use a larger density, epsilon or delta, a smaller target or a smaller width multiplier")
         count = math.ceil(real)
     if count >= MAX_UNITS:
         raise WidthOverflowError(f"{what} needs more than 2^63 units (about 2^{count.bit_length() - 1}): refused; "
-                                 "use a larger density, epsilon or delta, or a smaller target")
+                                 "use a larger density, epsilon or delta, a smaller target or a smaller width multiplier")
     if count < 0:
         raise WidthOverflowError(f"{what}={count} is negative: refused")
     return count

@@ -69,7 +69,16 @@ def _parser() -> ArgumentParser:
 
 
 def _set_threads(threads: int) -> None:
-    torch.set_num_threads(check_positive_int(threads, "threads"))
+    """--threads: 1 .. 4 × the CPUs this process may run on (more only oversubscribes, and an absurd count makes
+    the OpenMP runtime abort while allocating its thread stacks)."""
+    from construct.cpus import available_cpus
+
+    threads = check_positive_int(threads, "threads")
+    limit = 4 * available_cpus()
+    if threads > limit:
+        raise ValueError(f"threads={threads} is out of range: allowed 1..{limit} (4 x the {available_cpus()} CPUs "
+                         "this process may run on)")
+    torch.set_num_threads(threads)
 
 
 def _find_results(results_dir: Path, name: str) -> list[Path]:

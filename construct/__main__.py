@@ -45,11 +45,12 @@ def _common(p):
     p.add_argument("--no-target-biases", dest="target_biases", action="store_false",
                    help="random targets: all biases zero")
     p.add_argument("--samples", type=int, default=2048, help="random inputs for the sampled error (default 2048)")
-    p.add_argument("--max-memory", default=None,
-                   help="memory budget, bytes or a size such as 512M or 8G (default: 80%% of the available memory): "
-                        "the target, the sampled inputs and the files read are estimated first and refused beyond it")
     p.add_argument("--out", help="write the ticket to this .npz file (atomic; no pickle)")
     p.add_argument("--json", action="store_true", help="print one JSON document instead of the text summary")
+    p.add_argument("--max-memory", default=None,
+                   help="memory budget of the build, bytes or a size such as 8G or 512M (default 80%% of the available "
+                        "memory): the target, the sampled inputs and the files read are estimated first and refused "
+                        "beyond it")
 
 
 def build_parser() -> ArgumentParser:
@@ -207,11 +208,6 @@ def _check_verify_input(args) -> int:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.command in ("strong", "weak"):
-        if args.command == "strong":
-            max_params = check_positive_real(args.max_source_params, "max_source_params")
-            if max_params >= 2.0**63:
-                raise ValueError(f"max_source_params={args.max_source_params!r} is out of range: allowed a finite "
-                                 "number > 0 below 2^63")
         target, density, box = _resolve_densities(args, args.construction if args.command == "strong" else "weak")
         if args.command == "strong":
             from construct.strong import build_strong_ticket
@@ -219,7 +215,7 @@ def main(argv=None) -> int:
             ticket, report = build_strong_ticket(target, density, args.delta, args.seed, eps=args.eps,
                                                  weight_eps=args.weight_eps, construction=args.construction, box=box,
                                                  width_multiplier=args.width_multiplier, law=args.weight_law,
-                                                 samples=args.samples, max_source_params=int(max_params))
+                                                 samples=args.samples, max_source_params=int(args.max_source_params))
         else:
             from construct.weak import build_weak_ticket
 

@@ -2,6 +2,8 @@
 instance array per (rows × groups), per-layer tolerances of the backward split, and pruning unused units."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from construct.certificate import interval_bounds
@@ -9,7 +11,6 @@ from construct.instances import solve_instances
 from construct.targets import Target
 from construct.ticket import Roles
 from theory.strong_widths import backward_layer_tolerance
-from theory.validation import check_unit_count
 
 __all__ = ["empty_selection", "compact_groups", "solve_grouped", "layer_input_norms", "layer_tolerance", "prune_unused",
            "scaled_group"]
@@ -33,7 +34,7 @@ def scaled_group(size: int, multiplier: float, parts: int) -> int:
     """Group size times the width multiplier, rounded up to a multiple of ``parts`` (0 stays 0)."""
     if size == 0:
         return 0
-    return parts * max(1, check_unit_count(size * multiplier / parts, "a group size times --width-multiplier"))
+    return parts * max(1, math.ceil(size * multiplier / parts))
 
 
 def compact_groups(ids: np.ndarray, select: np.ndarray) -> np.ndarray:

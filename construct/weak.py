@@ -22,7 +22,7 @@ from construct.report import LayerReport, TicketReport
 from construct.source import Source, sample_source
 from construct.targets import Target
 from construct.ticket import effective_layers, LIFT, NEURON, UNUSED, Roles, Ticket
-from theory.validation import check_open_unit, check_positive_real, check_unit_count
+from theory.validation import check_open_unit, check_positive_real
 from theory.weak_widths import per_layer_densities, weak_widths
 
 __all__ = ["weak_source_widths", "build_weak_ticket", "weak_ticket_in_source"]
@@ -33,8 +33,8 @@ def weak_source_widths(target: Target, density, delta: float, *, width_multiplie
     ``width_multiplier`` (rounded up; r_{L+1} stays 1)."""
     ww = weak_widths(target.widths, density, delta, nonzeros=[max(1, m) for m in target.nonzeros])
     mult = check_positive_real(width_multiplier, "width_multiplier")
-    g = max(1, check_unit_count(ww.lifting_group * mult, "lifting group g times --width-multiplier"))
-    copies = tuple(max(1, check_unit_count(r * mult, "copies r_t times --width-multiplier")) for r in ww.copies[:-1]) + (1,)
+    g = max(1, math.ceil(ww.lifting_group * mult))
+    copies = tuple(max(1, math.ceil(r * mult)) for r in ww.copies[:-1]) + (1,)
     n = target.widths
     widths = (n[0], 2 * g * n[0]) + tuple(copies[t - 2] * n[t - 1] for t in range(2, len(n))) + (n[-1],)
     return ww, g, copies, widths

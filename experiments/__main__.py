@@ -123,6 +123,9 @@ def main(argv=None) -> int:
 
         results_dir, out_dir = Path(args.results), Path(args.out)
         if not results_dir.is_dir():
+            if results_dir.exists():
+                raise NotADirectoryError(f"results={str(results_dir)!r} is not a directory: allowed a directory "
+                                         "holding <experiment>.jsonl results files")
             raise FileNotFoundError(f"results directory {str(results_dir)!r} does not exist")
         written: dict[str, list[str]] = {}
         for name in experiment_names():

@@ -288,6 +288,8 @@ def strong_widths(target_widths, density, delta, *, eps=None, instance_eps=None,
     if split == "forward":
         check = forward_tolerance_split(eps, bounds, amps)
         eps_t = tuple(min(e, c) for e, c in zip(eps_t, check))
+    for i, w in enumerate(widths):
+        check_unit_count(w, f"source width n_S{i}")
     layer_params = [widths[l - 1] * widths[l] for l in range(1, len(widths))]
     return StrongWidths(
         construction=construction, target_widths=n, densities=dens, delta=delta,

@@ -69,7 +69,11 @@ def check_widths(values: Iterable, name: str = "widths", minimum_length: int = 2
         raise ValueError(f"{name}={values!r} is not a list: allowed a list of positive integers") from None
     if len(items) < minimum_length:
         raise ValueError(f"{name}={items!r} has {len(items)} entries: allowed at least {minimum_length} positive integers")
-    return tuple(check_positive_int(v, f"{name}[{i}]") for i, v in enumerate(items))
+    out = tuple(check_positive_int(v, f"{name}[{i}]") for i, v in enumerate(items))
+    for i, v in enumerate(out):
+        if v >= 2**63:
+            raise ValueError(f"{name}[{i}] has about 2^{v.bit_length() - 1} units: allowed widths below 2^63")
+    return out
 
 
 def check_choice(value, name: str, allowed: Sequence[str]) -> str:

@@ -135,6 +135,14 @@ PENDING = [
       (0, 2), classes=("13.1",)),
     C("13.1-weak-width-multiplier-1e6", f"construct weak {SMALL} --width-multiplier 1e6 {OUT}", contains=("--max-memory",),
       classes=("13.1",)),
+    C("13.2-weak-width-multiplier-1e308", f"construct weak {SMALL} --width-multiplier 1e308 {OUT}", contains=("2^63",),
+      classes=("13.2",)),
+    C("13.2-strong-width-multiplier-1e308", f"construct strong {SMALL} --eps 0.1 --width-multiplier 1e308 {OUT}",
+      contains=("2^63",), classes=("13.2",)),
+    C("13.2-max-source-params-inf", f"construct strong {SMALL} --eps 0.1 --max-source-params inf {OUT}", (0, 2),
+      classes=("13.2",)),  # helper "mem": inf means no cap
+    C("13.2-max-source-params-nan", f"construct strong {SMALL} --eps 0.1 --max-source-params nan {OUT}",
+      contains=("max_source_params",), classes=("13.2",)),
     # ---------------------------------------------------------------- helpers "ray"/"exprel": experiments memory (13.1)
     C("13.1-experiments-seeds-1e9", "experiments run e1 --seeds 1000000000 --out {out}/r", contains=("--max-memory",),
       classes=("13.1",)),

@@ -28,7 +28,8 @@ SETTINGS = settings(max_examples=BATCHES, deadline=None, derandomize=not FULL,
 
 HOSTILE_NUMBERS = ["0", "-1", "-0", "1e-320", "5e-324", "1e308", "1e400", "inf", "-inf", "nan", "", " ", "abc", "0x10",
                    "1_000", "99999999999999999999999", "2", "1e-300", "\u0661", "1,2", "--", "-1e308"]
-hostile = st.sampled_from(HOSTILE_NUMBERS) | st.floats().map(repr) | st.integers().map(str) | st.text(max_size=6)
+_ARG_TEXT = st.text(st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), max_size=6)  # argv-safe
+hostile = st.sampled_from(HOSTILE_NUMBERS) | st.floats().map(repr) | st.integers().map(str) | _ARG_TEXT
 
 
 def option(name, safe, hostile_values=True):

@@ -22,6 +22,9 @@ from hypothesis.extra import numpy as hnp
 
 from fuzz_harness import FULL, check_contract, run_many
 
+#: Command lines per batch: each costs ~2 s of CPU, so CI=true (one batch per test) stays within its share of the
+#: suite's two minutes on 2 cores.
+SIZE = 8 if FULL else 6
 BATCHES = int(os.environ.get("ER_TICKETS_FUZZ_BATCHES", "25" if FULL else "1"))
 SETTINGS = settings(max_examples=BATCHES, deadline=None, derandomize=not FULL,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large], database=None)
@@ -119,13 +122,13 @@ def _allowed(argv):
 
 
 @SETTINGS
-@given(st.lists(theory_cmd, min_size=8, max_size=8))
+@given(st.lists(theory_cmd, min_size=SIZE, max_size=SIZE))
 def test_theory_command_lines(commands):
     _run_batch(commands, allowed=_allowed)
 
 
 @SETTINGS
-@given(st.lists(construct_cmd, min_size=8, max_size=8))
+@given(st.lists(construct_cmd, min_size=SIZE, max_size=SIZE))
 def test_construct_command_lines(commands):
     _run_batch(commands, allowed=_allowed)
 
@@ -145,7 +148,8 @@ shape_like = st.lists(st.lists(st.integers(-2, 2**70) | st.floats() | st.boolean
 
 @SETTINGS
 @given(st.lists(st.tuples(json_values | shape_like, st.sampled_from(["uniform", "erk", "balanced", "pyramidal"]),
-                          st.sampled_from(["0.1", "1", "1e-320", "0.999"])), min_size=6, max_size=6))
+                          st.sampled_from(["0.1", "1", "1e-320", "0.999"])), min_size=SIZE - 2,
+                max_size=SIZE - 2))
 def test_generated_shapes_files(items):
     files, commands = {}, []
     for i, (value, scheme, density) in enumerate(items):
@@ -172,7 +176,8 @@ def _npz_writer(arrays, truncate):
 
 
 @SETTINGS
-@given(st.lists(st.tuples(st.dictionaries(_KEYS, _ARRAYS, max_size=6), st.integers(1, 4)), min_size=4, max_size=4))
+@given(st.lists(st.tuples(st.dictionaries(_KEYS, _ARRAYS, max_size=6), st.integers(1, 4)), min_size=SIZE // 2,
+                max_size=SIZE // 2))
 def test_generated_npz_files(items):
     files, commands = {}, []
     for i, (arrays, truncate) in enumerate(items):

@@ -107,7 +107,7 @@ def run_many(jobs) -> list:
 _TRACE = re.compile(r"Traceback \(most recent call last\)|Exception ignored|^\w*(Error|Exception): ", re.M)
 
 
-def check_contract(r: Run, allowed=(0, 2), *, stderr_contains=(), files_allowed_on_success=True) -> None:
+def check_contract(r: Run, allowed=(0, 2), *, stderr_contains=()) -> None:
     """Assert the contract of the module docstring for one run (the message names the command line)."""
     cmd = " ".join(map(str, r.argv))
     assert not r.timed_out, f"timed out after {r.seconds:.0f} s: {cmd}"

@@ -66,8 +66,8 @@ def _common(p):
     p.add_argument("--json", action="store_true", help="print one JSON document instead of the text summary")
     p.add_argument("--max-memory", default=None,
                    help="memory budget of the build, bytes or a size such as 8G or 512M (default 80%% of the available "
-                        "memory): the build is refused before anything is allocated when its estimate "
-                        "(construct/footprint.py, measured per source weight and unit) is larger")
+                        "memory): the target, the sampled inputs, the files read and the build (construct/footprint.py, "
+                        "measured per source weight and unit) are estimated first and refused beyond it")
     p.add_argument("--progress", default="auto", choices=("auto", "bar", "lines", "none"),
                    help="per-layer progress on stderr: a bar, plain lines, or none (default auto: a bar when stderr "
                         "is a terminal, lines otherwise); stdout is the same either way")
@@ -108,6 +108,9 @@ def build_parser() -> ArgumentParser:
                    help="compare every block of the source with the regenerated one, not only the blocks that hold "
                         "a kept edge or bias")
     _bound_args(v)
+    v.add_argument("--max-memory", default=None,
+                   help="memory budget, bytes or a size such as 512M or 8G (default: 80%% of the available memory): "
+                        "the file's arrays (from its npz headers) and the sampled inputs are estimated first")
     v.add_argument("--json", action="store_true", help="print one JSON document")
     c = sub.add_parser("check", help="the constructive approximation checks (exit 0 iff every claim holds)",
                        description="Battery over targets (random, sparse, trained on digits), densities 1 ... 0.05 and "
@@ -135,13 +138,35 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
+def _budget(args):
+    from theory.memory import parse_memory
+
+    return None if args.max_memory is None else parse_memory(args.max_memory, "max_memory")
+
+
+def _check_samples(samples, inputs: int, budget) -> int:
+    """--samples as a positive int whose sampled inputs (samples × n_0 float64, plus the bounded forward chunks
+    of construct.certificate) fit the memory budget."""
+    from theory.memory import check_memory
+
+    samples = check_positive_int(samples, "samples")
+    check_memory(8.0 * samples * inputs + 3 * 8 * 2**24, f"--samples {samples} random inputs of dimension {inputs}",
+                 budget)
+    return samples
+
+
 def _resolve_densities(args, construction):
-    from construct.targets import load_target, parse_box
+    from construct.targets import check_target_range, load_target, parse_box
 
     box = parse_box(args.box)
     check_open_unit(args.delta, "delta")
+    check_positive_int(args.seed, "seed", minimum=0)
+    budget = _budget(args)
+    check_positive_int(args.samples, "samples")
     target = load_target(args.target, seed=args.seed, scale=args.target_scale, biases=args.target_biases,
-                         target_density=args.target_density, weights=args.weights)
+                         target_density=args.target_density, weights=args.weights, max_memory=budget)
+    check_target_range(target, box)
+    _check_samples(args.samples, target.widths[0], budget)
     density = _densities(args.density)
     if args.density_scheme != "uniform":
         if isinstance(density, list):
@@ -210,11 +235,39 @@ def _check_out_directory(path) -> None:
         raise ValueError(f"out={str(path)!r}: the directory {parent} is not writable")
 
 
+def _check_finite_report(report) -> None:
+    """Refuse to report (or write) a ticket whose certificate or errors are nan: a float overflow happened
+    somewhere (the target range check makes this unreachable for the inputs it knows)."""
+    import math
+
+    values = {"certificate": report.certificate, "sampled error": report.sampled_error,
+              "corner error": report.corner_error}
+    bad = [k for k, v in values.items() if v is not None and math.isnan(v)]
+    if bad:
+        raise ValueError(f"the {' and '.join(bad)} of this ticket is nan (a float overflow): refused; scale the "
+                         "target or the box down")
+
+
+def _check_verify_input(args) -> int:
+    """verify's file and --samples: a regular file whose arrays (from its npz headers) and sampled inputs fit the
+    memory budget, checked before anything is loaded."""
+    from theory.input_files import npz_bytes, npz_headers
+    from theory.memory import check_memory
+
+    budget = _budget(args)
+    samples = check_positive_int(args.samples, "samples")
+    headers = npz_headers(args.path, "path")
+    check_memory(2 * npz_bytes(headers), f"loading the ticket file {args.path!r} (arrays declared in its npz headers, "
+                 "and their converted copies)", budget)
+    first = headers.get("target_W1")
+    inputs = first.shape[1] if first is not None and len(first.shape) == 2 else 1
+    return _check_samples(samples, inputs, budget)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.command in ("strong", "weak"):
-        check_positive_int(args.samples, "samples")
-        max_memory = None if args.max_memory is None else parse_memory(args.max_memory, "max_memory")
+        max_memory = _budget(args)
         target, density, box = _resolve_densities(args, args.construction if args.command == "strong" else "weak")
         if args.out:
             _check_out_directory(args.out)  # before a long build, not after it
@@ -245,6 +298,7 @@ def main(argv=None) -> int:
 
             iv = error_interval(ticket, box, report.certificate, seed=args.seed, seconds=_bound_seconds(args))
             report = dataclasses.replace(report, interval=iv.to_dict())
+        _check_finite_report(report)
         if args.out:
             from construct.ticket import save_ticket
 
@@ -257,8 +311,9 @@ def main(argv=None) -> int:
     if args.command == "verify":
         from construct.verify import verify_ticket
 
-        res = verify_ticket(args.path, samples=check_positive_int(args.samples, "samples"), all_blocks=args.all_blocks,
-                            bounds=args.bounds, bound_seconds=_bound_seconds(args))
+        samples = _check_verify_input(args)
+        res = verify_ticket(args.path, samples=samples, all_blocks=args.all_blocks, bounds=args.bounds,
+                            bound_seconds=_bound_seconds(args))
         print(dumps(res) if args.json else format_verify(res))
         return 0 if res.valid else 1
     if args.command == "check":

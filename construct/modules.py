@@ -469,11 +469,15 @@ def architecture_from_json(path, weights) -> Architecture:
 
 def load_weights(path) -> dict:
     """A state_dict file loaded with ``torch.load(weights_only=True)`` (no pickle code runs) and validated."""
-    path = Path(path)
-    if not path.exists():
+    from theory.input_files import check_input_file
+    from theory.memory import check_memory
+
+    if not Path(path).exists():
         raise FileNotFoundError(f"weights={str(path)!r}: no such file")
-    if not path.is_file():
-        raise ValueError(f"weights={str(path)!r}: not a regular file: allowed a torch state_dict file")
+    path = check_input_file(path, "weights")  # a FIFO or device is refused before it is opened
+    # a state_dict file holds its tensors uncompressed: at most 3 × its size once converted to float64
+    check_memory(3.0 * path.stat().st_size, f"loading the weights {str(path)!r} (a torch file of "
+                 f"{path.stat().st_size} bytes)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file

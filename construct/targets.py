@@ -14,9 +14,16 @@ from pathlib import Path
 
 import numpy as np
 
+from theory.input_files import check_input_file, npz_bytes, npz_headers
+from theory.memory import check_memory
 from theory.validation import check_density, check_positive_int, check_positive_real, parse_int_list
 
-__all__ = ["Target", "make_target", "random_target", "load_target", "digits_target", "parse_box", "target_forward"]
+__all__ = ["Target", "make_target", "random_target", "load_target", "digits_target", "parse_box", "target_forward",
+           "check_target_range", "MAX_ACTIVATION"]
+
+#: Largest |activation| of a target over the input box that the certificate and error computations accept: the
+#: float64 range (~1.8e308) with a margin of 1e8 for the sums of the certificate and the error of a ticket.
+MAX_ACTIVATION = 1e300
 
 
 @dataclass(frozen=True)
@@ -91,14 +98,19 @@ def make_target(weights, biases=None, name: str = "target") -> Target:
 
 
 def random_target(widths, seed: int, *, scale: float = 1.0, biases: bool = True, target_density: float = 1.0,
-                  name: str | None = None) -> Target:
+                  name: str | None = None, max_memory: int | None = None) -> Target:
     """Seeded random target: W_t[i, j] ~ U[−1, 1]·scale/√n_{t−1}, b_t[i] likewise (or 0 without biases).
 
     With ``target_density`` < 1 every weight is kept independently with that probability (a sparse target).
+    Before drawing, the memory it needs (8 bytes per weight, and two temporaries of the largest layer) is checked
+    against ``max_memory`` (:func:`theory.memory.check_memory`; default budget 80 % of the available memory).
     """
     widths = tuple(widths)
     scale = check_positive_real(scale, "target_scale")
     target_density = check_density(target_density, "target_density")
+    sizes = [a * b for a, b in zip(widths[:-1], widths[1:])]
+    check_memory(8.0 * (sum(sizes) + sum(widths) + 2 * max(sizes, default=0)),
+                 f"a random target of widths {list(widths)} ({float(sum(sizes)):.3g} weights at 8 bytes)", max_memory)
     rng = np.random.default_rng(np.random.SeedSequence([check_positive_int(seed, "seed", 0), 0x7A26]))
     ws, bs = [], []
     for n_in, n_out in zip(widths[:-1], widths[1:]):
@@ -131,24 +143,63 @@ def parse_box(text) -> tuple[float, float]:
             a, b = (float(v) for v in text)
     except (ValueError, TypeError):
         raise ValueError(f"box={text!r} is malformed: allowed two comma-separated numbers a,b with a < b") from None
-    if not (np.isfinite(a) and np.isfinite(b) and a < b):
-        raise ValueError(f"box={text!r} is out of range: allowed finite a < b")
+    if not (np.isfinite(a) and np.isfinite(b) and a < b and np.isfinite(b - a)):
+        raise ValueError(f"box={text!r} is out of range: allowed finite a < b whose difference b - a is finite")
     return (a, b)
 
 
-def _load_npz_target(path: Path) -> Target:
-    with np.load(path, allow_pickle=False) as data:
-        keys = set(data.files)
-        ws, bs = [], []
-        t = 1
-        while f"target_W{t}" in keys:
-            ws.append(data[f"target_W{t}"])
-            if f"target_b{t}" not in keys:
-                raise ValueError(f"{path}: missing key target_b{t}: a target file needs target_W{{t}} and target_b{{t}}")
-            bs.append(data[f"target_b{t}"])
-            t += 1
-    if not ws:
+def check_target_range(target: Target, box) -> float:
+    """Refuse (one-line ``ValueError``) a target whose activations over the box [a, b]^{n_0} could exceed
+    :data:`MAX_ACTIVATION` in magnitude (interval bounds of MATH.md §6; e.g. ``--target-scale 1e308``): beyond it
+    the forward passes and the certificate overflow to inf and the errors become nan. Returns the largest bound."""
+    from construct.certificate import interval_bounds  # certificate imports this module
+
+    with np.errstate(over="ignore", invalid="ignore"):
+        bounds = interval_bounds(target, box)
+        largest = max(float(np.max(np.maximum(np.abs(lo), np.abs(hi)), initial=0.0)) for lo, hi in bounds)
+    if not largest <= MAX_ACTIVATION:  # also catches nan
+        raise ValueError(f"target {target.name!r}: its activations over the box [{box[0]:g}, {box[1]:g}] reach "
+                         f"{largest:.3g}: allowed at most {MAX_ACTIVATION:g} (float64 range with a margin for the "
+                         "error sums); scale the target or the box down")
+    return largest
+
+
+def _target_npz_keys(path: Path, headers: dict) -> list[str]:
+    """The keys target_W1, target_b1, …, target_WL, target_bL of a target npz, checked to be complete: every
+    target_W{t}/target_b{t} key present must belong to layers 1..L with no gap (target_W3 without target_W2
+    would silently drop layer 3)."""
+    layers = {}
+    for key in headers:
+        for kind in ("W", "b"):
+            prefix = f"target_{kind}"
+            if key.startswith(prefix) and key[len(prefix):].isdigit():
+                layers.setdefault(int(key[len(prefix):]), set()).add(kind)
+    if 1 not in layers or "W" not in layers[1]:
         raise ValueError(f"{path}: no key target_W1: not a valid target or ticket file")
+    depth = max(layers)
+    for t in range(1, depth + 1):
+        for kind in ("W", "b"):
+            if kind not in layers.get(t, set()):
+                raise ValueError(f"{path}: missing key target_{kind}{t} (the file has layers up to {depth}): a target "
+                                 "file needs target_W{t} and target_b{t} for every t = 1..L")
+    return [f"target_{kind}{t}" for t in range(1, depth + 1) for kind in ("W", "b")]
+
+
+def _load_npz_target(path: Path, max_memory: int | None = None) -> Target:
+    headers = npz_headers(path, "target")
+    keys = _target_npz_keys(path, headers)
+    for key in keys:
+        if headers[key].dtype.hasobject:
+            raise ValueError(f"{path}: {key} has dtype {headers[key].dtype} (Python objects; loading would unpickle): "
+                             "allowed a float array")
+    # the arrays as stored plus their float64 copies
+    stored = npz_bytes(headers, keys)
+    as_float = 8 * sum(headers[k].entries for k in keys)
+    check_memory(stored + as_float, f"loading the target {str(path)!r} ({sum(headers[k].entries for k in keys):.3g} "
+                 "entries declared in its npz headers)", max_memory)
+    with np.load(path, allow_pickle=False) as data:
+        ws = [data[k] for k in keys[0::2]]
+        bs = [data[k] for k in keys[1::2]]
     return make_target(ws, bs, name=path.name)
 
 
@@ -162,7 +213,7 @@ def _is_state_dict(obj) -> bool:
 
 
 def load_target(spec, *, seed: int = 0, scale: float = 1.0, biases: bool = True, target_density: float = 1.0,
-                weights=None, architecture=None) -> Target:
+                weights=None, architecture=None, max_memory: int | None = None) -> Target:
     """Target from a spec (MATH.md §1):
 
     - a :class:`Target` (returned as is) or a :class:`construct.architecture.Architecture` (its MLP);
@@ -177,7 +228,9 @@ def load_target(spec, *, seed: int = 0, scale: float = 1.0, biases: bool = True,
       ``weights="sd.pt"`` loaded into the module.
 
     Only ReLU MLPs ([Flatten] Linear (ReLU Linear)*) become targets; other layers are refused in one line naming
-    the layer. Every tensor is validated (real, dense, finite float of the layer's shape)."""
+    the layer. Every tensor is validated (real, dense, finite float of the layer's shape). Files must be regular
+    files (a FIFO or device is refused before it is opened); what a random or digits target or an npz file (from its
+    headers) will allocate is checked against ``max_memory`` before allocating."""
     if isinstance(spec, Target):
         return spec
     if weights is not None and not (isinstance(spec, (str, Path)) and
@@ -211,21 +264,22 @@ def load_target(spec, *, seed: int = 0, scale: float = 1.0, biases: bool = True,
         widths = parse_int_list(spec[len("random:"):], "target")
         if len(widths) < 2:
             raise ValueError(f"target={spec!r} has one width: allowed at least two (input and output)")
-        return random_target(widths, seed, scale=scale, biases=biases, target_density=target_density)
+        return random_target(widths, seed, scale=scale, biases=biases, target_density=target_density,
+                             max_memory=max_memory)
     if spec == "digits" or spec.startswith("digits:"):
         hidden = parse_int_list(spec.split(":", 1)[1], "target") if ":" in spec else (16,)
-        return digits_target(seed, hidden=hidden)
+        return digits_target(seed, hidden=hidden, max_memory=max_memory)
     if ".py:" in spec:
         from construct.modules import load_module_factory, read_module
 
         return read_module(load_module_factory(spec, weights), name=spec.rpartition(":")[2]).to_target(name=spec)
-    path = Path(spec)
-    if not path.exists():
+    if not Path(spec).exists() and not Path(spec).is_symlink():
         raise FileNotFoundError(f"target={spec!r}: no such file (allowed random:W0,W1,..., digits, a .npz, an "
                                 "architecture .json with --weights, or model.py:factory)")
+    path = check_input_file(spec, "target")
     if path.suffix == ".npz":
         try:
-            return _load_npz_target(path)
+            return _load_npz_target(path, max_memory)
         except (OSError, EOFError, zipfile.BadZipFile) as exc:
             raise ValueError(f"{path}: not a valid npz file ({exc})") from None
     if path.suffix == ".json":
@@ -242,11 +296,18 @@ def load_target(spec, *, seed: int = 0, scale: float = 1.0, biases: bool = True,
                      "model.py:factory, random:..., digits")
 
 
-def digits_target(seed: int, hidden=(16,), *, steps: int = 300, weight_decay: float = 1e-3) -> Target:
+def digits_target(seed: int, hidden=(16,), *, steps: int = 300, weight_decay: float = 1e-3,
+                  max_memory: int | None = None) -> Target:
     """A small MLP 64-hidden-10 trained (seeded, numpy full-batch Adam) on sklearn's digits, inputs scaled to [0, 1].
 
     Used as the 'trained' target of the check battery; inputs live in [0, 1] ⊂ the default box [−1, 1].
+    Training holds five arrays per parameter (weights, two Adam moments, gradient, update) and three activation
+    arrays per layer over the 1797 images; that estimate is checked against ``max_memory`` first.
     """
+    widths = (64,) + tuple(check_positive_int(h, f"hidden[{i}]") for i, h in enumerate(hidden)) + (10,)
+    params = sum(a * b + b for a, b in zip(widths[:-1], widths[1:]))
+    check_memory(8.0 * (5 * params + 3 * 1797 * sum(widths)),
+                 f"training the digits target of widths {list(widths)} ({float(params):.3g} parameters)", max_memory)
     from sklearn.datasets import load_digits
     from threadpoolctl import threadpool_limits
 

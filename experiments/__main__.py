@@ -122,7 +122,16 @@ def _parser() -> ArgumentParser:
 
 
 def _set_threads(threads: int) -> None:
-    torch.set_num_threads(check_positive_int(threads, "threads"))
+    """--threads: 1 .. 4 × the CPUs this process may run on (more only oversubscribes, and an absurd count makes
+    the OpenMP runtime abort while allocating its thread stacks)."""
+    from construct.cpus import available_cpus
+
+    threads = check_positive_int(threads, "threads")
+    limit = 4 * available_cpus()
+    if threads > limit:
+        raise ValueError(f"threads={threads} is out of range: allowed 1..{limit} (4 x the {available_cpus()} CPUs "
+                         "this process may run on)")
+    torch.set_num_threads(threads)
 
 
 def _parse_where(items: list[str]) -> list[tuple[str, object]]:
@@ -223,6 +232,9 @@ def main(argv=None) -> int:
         results_dir, out_dir = Path(args.results), Path(args.out)
         max_memory = _max_memory(args)
         if not results_dir.is_dir():
+            if results_dir.exists():
+                raise NotADirectoryError(f"results={str(results_dir)!r} is not a directory: allowed a directory "
+                                         "holding <experiment>.jsonl results files")
             raise FileNotFoundError(f"results directory {str(results_dir)!r} does not exist")
         written: dict[str, list[str]] = {}
         for name in experiment_names():

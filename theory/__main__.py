@@ -5,9 +5,7 @@ Vocabulary: density = fraction of weights kept (sparsity = 1 − density).
 """
 from __future__ import annotations
 
-import json
 import sys
-from pathlib import Path
 from typing import Sequence
 
 from theory.cli import ArgumentParser, dumps, run_main
@@ -32,7 +30,7 @@ def _build_parser() -> ArgumentParser:
         description="Bounds of 'Why Random Pruning Is All We Need to Start Sparse' (Gadhikar et al. 2023) as computed "
         "by this project (MATH.md). Density = fraction of weights kept; sparsity = 1 - density.",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     lb = sub.add_parser(
         "lower-bound",
@@ -67,6 +65,9 @@ def _build_parser() -> ArgumentParser:
     de.add_argument("--compat", action="store_true",
                     help="reproduce the released code: balanced and erk clamp at 1 without redistributing, so the "
                     "realized global density undershoots the label (pyramidal and uniform unchanged)")
+    de.add_argument("--max-memory", default=None,
+                    help="memory budget for reading --shapes, bytes or a size such as 512M or 8G (default: 80%% of the "
+                    "available memory); a file whose parsed JSON could need more is refused before it is read")
     de.add_argument("--json", action="store_true", help="print one JSON document instead of text")
 
     wi = sub.add_parser(
@@ -87,9 +88,10 @@ def _build_parser() -> ArgumentParser:
     wi.add_argument("--ticket", required=True, choices=TICKETS,
                     help="weak: weights inside the mask are free (exact representation, §4); strong: source weights "
                     "kept as they are, pruning only (epsilon-approximation, §6)")
-    wi.add_argument("--construction", choices=CONSTRUCTIONS, default="l+1",
+    wi.add_argument("--construction", choices=CONSTRUCTIONS, default="2l",
                     help="strong-ticket construction: l+1 (depth L+1, after Burkholz 2022) or 2l (depth 2L, after "
-                    "Pensia et al. 2020); default l+1; not used by --ticket weak")
+                    "Pensia et al. 2020); default 2l, the default of 'python -m construct strong'; not used by "
+                    "--ticket weak")
     wi.add_argument("--json", action="store_true", help="print one JSON document instead of text")
 
     ch = sub.add_parser(
@@ -97,7 +99,7 @@ def _build_parser() -> ArgumentParser:
         help="property-test the bounds against seeded Monte Carlo; exit 0 iff every claim holds",
         description="Property-test the bounds: kappa inequalities on a grid, the lower-bound connection "
         "probability and weak-ticket widths against Monte Carlo on sampled ER masks, density-scheme budgets, "
-        "and subset-sum thinning if theory/subset_sum.py exists. Every Monte Carlo row is judged at alpha = 1e-3 "
+        "and subset-sum thinning. Every Monte Carlo row is judged at alpha = 1e-3 "
         "with a fixed seed (deterministic). Exit status 0 iff every claim holds, 1 otherwise.",
     )
     ch.add_argument("--budget", choices=("fast", "full"), default="fast",
@@ -107,27 +109,22 @@ def _build_parser() -> ArgumentParser:
     return parser
 
 
-def _read_shapes(path: str):
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"shapes={path!r} does not exist: allowed a JSON file with a list of weight shapes")
-    try:
-        return json.loads(p.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"shapes={path!r} is not valid JSON ({str(exc).splitlines()[0]}): allowed a JSON list of weight shapes") from None
+def _read_shapes(path: str, max_memory):
+    """The JSON of the --shapes file: a regular file only (a FIFO or a device is refused before it is opened),
+    sized against the memory budget before it is read (theory.input_files)."""
+    from theory.input_files import read_json_file
+    from theory.memory import parse_memory
+
+    budget = None if max_memory is None else parse_memory(max_memory, "max_memory")
+    return read_json_file(path, "shapes", budget=budget)
 
 
 def _strong_widths(target, density, delta, eps, construction):
-    try:
-        from theory.strong_widths import strong_widths
-    except ImportError:
-        raise ValueError("ticket='strong' needs theory/strong_widths.py, which is not available in this installation") from None
+    from theory.strong_widths import strong_widths
+
     if eps is None:
         raise ValueError("eps=None: allowed --eps in (0, 1), required for --ticket strong")
-    try:
-        return strong_widths(target, density, delta, eps=eps, construction=construction)
-    except ImportError as exc:  # a module strong_widths depends on (e.g. theory.subset_sum) is missing
-        raise ValueError(f"ticket='strong' is unavailable in this installation: {exc}") from None
+    return strong_widths(target, density, delta, eps=eps, construction=construction)
 
 
 def _compute(args):
@@ -139,7 +136,7 @@ def _compute(args):
     if args.command == "densities":
         from theory.densities import layer_densities
 
-        return layer_densities(_read_shapes(args.shapes), args.density, args.scheme, compat=args.compat)
+        return layer_densities(_read_shapes(args.shapes, args.max_memory), args.density, args.scheme, compat=args.compat)
     if args.command == "widths":
         target = parse_int_list(args.target, "target")
         density = _parse_density_list(args.density, "density")
@@ -191,9 +188,6 @@ def _format(command: str, record) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help(sys.stderr)
-        return 2
     record = _compute(args)
     print(dumps(record) if args.json else _format(args.command, record))
     if args.command == "check":

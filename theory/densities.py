@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import reprlib
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -15,9 +16,13 @@ from scipy import optimize, special
 
 from theory.validation import check_choice, check_density
 
-__all__ = ["SCHEMES", "LayerDensities", "layer_densities", "check_shapes"]
+__all__ = ["SCHEMES", "MAX_WEIGHTS", "LayerDensities", "layer_densities", "check_shapes"]
 
 SCHEMES = ("uniform", "erk", "balanced", "pyramidal")
+#: A model's weight count must stay below 2^63 (a numpy index; far beyond any real model).
+MAX_WEIGHTS = 2**63
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxlong, _REPR.maxother = 3, 6, 40, 40
 
 
 @dataclass(frozen=True)
@@ -43,27 +48,40 @@ class LayerDensities:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
 
 
+def _short(value) -> str:
+    """A bounded repr for messages (a hostile shapes file may be huge or deeply nested)."""
+    try:
+        return _REPR.repr(value)
+    except (ValueError, RecursionError):  # e.g. an integer beyond Python's digit limit for str()
+        return f"<{type(value).__name__}>"
+
+
 def check_shapes(shapes, name: str = "shapes") -> tuple[tuple[int, ...], ...]:
     """A non-empty list of weight shapes, each a list of 2 to 5 positive integers ((out, in) for a linear layer,
-    (out, in, kh, kw) for a 2-D convolution); one-line ValueError otherwise."""
-    if isinstance(shapes, (str, bytes)) or shapes is None:
-        raise ValueError(f"{name}={shapes!r} is not a list: allowed a non-empty list of weight shapes such as [[300, 784]]")
+    (out, in, kh, kw) for a 2-D convolution), with fewer than 2^63 weights in all; one-line ValueError otherwise."""
+    if isinstance(shapes, (str, bytes, dict)) or shapes is None:
+        raise ValueError(f"{name}={_short(shapes)} is not a list: allowed a non-empty list of weight shapes such as [[300, 784]]")
     try:
         items = list(shapes)
     except TypeError:
-        raise ValueError(f"{name}={shapes!r} is not a list: allowed a non-empty list of weight shapes such as [[300, 784]]") from None
+        raise ValueError(f"{name}={_short(shapes)} is not a list: allowed a non-empty list of weight shapes such as [[300, 784]]") from None
     if not items:
         raise ValueError(f"{name}=[] is empty: allowed a non-empty list of weight shapes such as [[300, 784]]")
     out = []
+    total = 0
     for i, shape in enumerate(items):
-        if isinstance(shape, (str, bytes)) or not hasattr(shape, "__iter__"):
-            raise ValueError(f"{name}[{i}]={shape!r} is not a shape: allowed a list of 2 to 5 positive integers")
+        if isinstance(shape, (str, bytes, dict)) or not hasattr(shape, "__iter__"):
+            raise ValueError(f"{name}[{i}]={_short(shape)} is not a shape: allowed a list of 2 to 5 positive integers")
         dims = list(shape)
         ok = 2 <= len(dims) <= 5 and all(
             isinstance(v, numbers.Integral) and not isinstance(v, bool) and int(v) >= 1 for v in dims
         )
         if not ok:
-            raise ValueError(f"{name}[{i}]={dims!r} is not a shape: allowed a list of 2 to 5 positive integers")
+            raise ValueError(f"{name}[{i}]={_short(dims)} is not a shape: allowed a list of 2 to 5 positive integers")
+        total += math.prod(int(v) for v in dims)
+        if total >= MAX_WEIGHTS:
+            raise ValueError(f"{name}[{i}]={_short(dims)} brings the weight count to about 2^{total.bit_length() - 1}: "
+                             "allowed fewer than 2^63 weights in all")
         out.append(tuple(int(v) for v in dims))
     return tuple(out)
 

@@ -19,14 +19,16 @@ def er_factor(density):
     """κ(p) = −1 / log1p(−p) for a density p ∈ (0, 1] (MATH.md §1).
 
     Computed with ``log1p`` so that it stays exact for tiny densities (``er_factor(1e-17)`` ≈ 1e17, where
-    the naive −1/log(1 − p) returns inf) down to 1e−300; κ(1) = 0. ``density`` may be a number (a float is
+    the naive −1/log(1 − p) returns inf) down to 1e−300; κ(1) = 0; ``math.inf`` (no warning) for subnormal
+    densities, where κ(p) ≈ 1/p exceeds the float range. ``density`` may be a number (a float is
     returned) or an array-like of densities (a float64 array of the same shape is returned).
     """
     if isinstance(density, numbers.Real) and not isinstance(density, bool):
         p = check_density(density, "density")
         if p == 1.0:
             return 0.0
-        return float(-1.0 / np.log1p(-p))
+        with np.errstate(over="ignore"):  # p below ~1e-308: κ(p) exceeds the float range and is math.inf
+            return float(-1.0 / np.log1p(-p))
     try:
         arr = None if density is None or isinstance(density, (bool, str, bytes)) else np.asarray(density, dtype=float)
     except (TypeError, ValueError):
@@ -38,7 +40,7 @@ def er_factor(density):
     if arr.size == 0:
         return np.zeros(arr.shape, dtype=float)
     arr = check_densities(arr, "density")
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", over="ignore"):
         out = -1.0 / np.log1p(-arr)
     out[arr == 1.0] = 0.0
     return out

@@ -67,7 +67,8 @@ def _stirlerr(x: np.ndarray) -> np.ndarray:
     xs = x[small]
     out[small] = special.gammaln(xs + 1.0) - (xs + 0.5) * np.log(xs) + xs - _HALF_LOG_2PI
     xl = x[~small]
-    inv2 = 1.0 / (xl * xl)
+    with np.errstate(over="ignore"):  # x beyond ~1e154: x² overflows to inf and the series is 0, as it should be
+        inv2 = 1.0 / (xl * xl)
     out[~small] = (1.0 / 12 - inv2 * (1.0 / 360 - inv2 * (1.0 / 1260 - inv2 * (1.0 / 1680 - inv2 / 1188)))) / xl
     return out
 

@@ -36,8 +36,13 @@ class MemoryBudgetError(ValueError):
 
 
 def available_memory_bytes() -> int:
-    """Bytes of memory available to new allocations now (``MemAvailable`` of ``/proc/meminfo``; on systems
-    without it, the physical memory from ``os.sysconf``)."""
+    """Bytes of memory available to new allocations now: ``MemAvailable`` of ``/proc/meminfo`` (on systems
+    without it, the physical memory from ``os.sysconf``), lowered to what this process's address-space limit
+    (``RLIMIT_AS``, e.g. ``ulimit -v``) leaves above its current virtual size, where such a limit is set."""
+    return min(_system_available_bytes(), _address_space_left())
+
+
+def _system_available_bytes() -> int:
     try:
         with open("/proc/meminfo", encoding="ascii") as fh:
             for line in fh:
@@ -49,6 +54,29 @@ def available_memory_bytes() -> int:
         return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
     except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
         return 8 * 2**30
+
+
+def _address_space_left() -> int:
+    """RLIMIT_AS (soft) minus the current virtual size (VmSize), or a huge number without a limit."""
+    unlimited = 2**62
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+    except (ImportError, OSError, ValueError):  # pragma: no cover - non-POSIX
+        return unlimited
+    if soft == resource.RLIM_INFINITY or soft < 0:
+        return unlimited
+    used = 0
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmSize:"):
+                    used = int(line.split()[1]) * 1024
+                    break
+    except (OSError, ValueError, IndexError):
+        pass
+    return max(0, int(soft) - used)
 
 
 def default_memory_budget() -> int:

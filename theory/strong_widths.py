@@ -51,7 +51,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from theory.validation import check_choice, check_open_unit, check_positive_real, check_widths
+from theory.validation import check_choice, check_open_unit, check_positive_real, check_unit_count, check_widths
 from theory.weak_widths import per_layer_densities
 
 __all__ = ["StrongWidths", "strong_widths", "backward_layer_tolerance", "forward_tolerance_split",
@@ -165,13 +165,24 @@ def _plan(eps, delta, law, dtype):
                          f"({SOLVER_MAX_CANDIDATES} candidates x {candidate_resolution(dtype, law):.3g}): allowed "
                          f"eps > {SOLVER_MAX_CANDIDATES * candidate_resolution(dtype, law):.3g} (float64 sources "
                          "resolve 2^-52)")
-    return search_plan(min(eff, 0.5), delta / 2.0, law)
+    try:
+        return search_plan(min(eff, 0.5), delta / 2.0, law)
+    except OverflowError:
+        return check_unit_count(math.inf, f"N_SS(eps={eps:.3g}, delta'={delta / 2.0:.3g})")
 
 
 def _thin(eps, delta, availability, law, dtype):
-    """[ours-1] of MATH.md §5 with the searched candidates: ⌈(2·a·k + 8·log(2/δ'))/availability⌉ for the plan a·k."""
+    """[ours-1] of MATH.md §5 with the searched candidates: ⌈(2·a·k + 8·log(2/δ'))/availability⌉ for the plan a·k.
+    A group of 2^63 units or more (tiny ε, δ' or availability, including an availability that underflows to 0) is
+    refused with WidthOverflowError."""
+    what = f"a subset-sum group (eps={eps:.3g}, delta'={delta:.3g}, availability={availability:.3g})"
+    if availability == 0.0:
+        check_unit_count(math.inf, what + " after float underflow")
     total = _plan(eps, delta, law, dtype).total
-    return int(math.ceil((2 * total + 8 * math.log(2 / delta)) / availability - 1e-12))
+    try:
+        return check_unit_count(math.ceil((2 * total + 8 * math.log(2 / delta)) / availability - 1e-12), what)
+    except OverflowError:
+        return check_unit_count(math.inf, what)
 
 
 def _cap(eps, delta, law, dtype):
@@ -344,6 +355,8 @@ def strong_widths(target_widths, density, delta, *, eps=None, instance_eps=None,
     if split == "forward":
         check = forward_tolerance_split(eps, bounds, amps)
         eps_t = tuple(min(e, c) for e, c in zip(eps_t, check))
+    for i, w in enumerate(widths):
+        check_unit_count(w, f"source width n_S{i}")
     layer_params = [widths[l - 1] * widths[l] for l in range(1, len(widths))]
     return StrongWidths(
         construction=construction, target_widths=n, densities=dens, delta=delta,

@@ -69,7 +69,11 @@ def check_widths(values: Iterable, name: str = "widths", minimum_length: int = 2
         raise ValueError(f"{name}={values!r} is not a list: allowed a list of positive integers") from None
     if len(items) < minimum_length:
         raise ValueError(f"{name}={items!r} has {len(items)} entries: allowed at least {minimum_length} positive integers")
-    return tuple(check_positive_int(v, f"{name}[{i}]") for i, v in enumerate(items))
+    out = tuple(check_positive_int(v, f"{name}[{i}]") for i, v in enumerate(items))
+    for i, v in enumerate(out):
+        if v >= 2**63:
+            raise ValueError(f"{name}[{i}] has about 2^{v.bit_length() - 1} units: allowed widths below 2^63")
+    return out
 
 
 def check_choice(value, name: str, allowed: Sequence[str]) -> str:
@@ -87,3 +91,39 @@ def parse_int_list(text: str, name: str) -> tuple[int, ...]:
     except ValueError:
         raise ValueError(f"{name}={text!r} is malformed: allowed comma-separated positive integers such as 784,300,10") from None
     return check_widths(values, name, minimum_length=1)
+
+
+#: Every width, group size and count of a construction must stay below this many units (a signed 64-bit integer:
+#: numpy indices and array sizes cannot go beyond it).
+MAX_UNITS = 2**63
+
+
+class WidthOverflowError(ValueError):
+    """A width, group size or count would need 2^63 units or more (or its formula overflowed the float range):
+    the construction is refused, not attempted. A ``ValueError``, so the command lines print one line, exit 2."""
+
+
+def check_unit_count(value, what: str) -> int:
+    """⌈value⌉ as an int when 0 ≤ value < 2^63 (:data:`MAX_UNITS`); otherwise raise :class:`WidthOverflowError`
+    naming ``what`` ("lifting group g = ⌈κ(p_1·p_2)·log(…)⌉") and the reason. ``value`` may be an int, a float
+    (inf and nan included) or anything ``float()`` accepts."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        count = int(value)
+    else:
+        try:
+            real = float(value)
+        except (TypeError, ValueError, OverflowError):
+            raise WidthOverflowError(f"{what} is not a number ({value!r}): refused") from None
+        if math.isnan(real):
+            raise WidthOverflowError(f"{what} is undefined (nan; a float overflow in its formula): refused")
+        if real >= float(MAX_UNITS):
+            size = "its formula overflows the float range" if math.isinf(real) else f"about {real:.3g}"
+            raise WidthOverflowError(f"{what} needs more than 2^63 units ({size}): refused; "
+                                     "use a larger density, epsilon or delta, a smaller target or a smaller width multiplier")
+        count = math.ceil(real)
+    if count >= MAX_UNITS:
+        raise WidthOverflowError(f"{what} needs more than 2^63 units (about 2^{count.bit_length() - 1}): refused; "
+                                 "use a larger density, epsilon or delta, a smaller target or a smaller width multiplier")
+    if count < 0:
+        raise WidthOverflowError(f"{what}={count} is negative: refused")
+    return count

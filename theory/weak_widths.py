@@ -12,7 +12,8 @@ import numbers
 from dataclasses import asdict, dataclass
 
 from theory.er_factor import er_factor
-from theory.validation import check_densities, check_density, check_open_unit, check_positive_int, check_widths
+from theory.validation import (check_densities, check_density, check_open_unit, check_positive_int, check_unit_count,
+                               check_widths)
 
 __all__ = ["WeakWidths", "weak_widths", "per_layer_densities"]
 
@@ -67,13 +68,16 @@ def per_layer_densities(density, layers: int, name: str = "density") -> tuple[fl
     return tuple(float(v) for v in check_densities(values, name))
 
 
-def _kappa_log_ceil(density: float, log_argument: float) -> int:
-    """max(1, ⌈κ(p)·log(x)⌉) given log(x) (MATH.md §2); κ(1) = 0 gives 1."""
-    k = er_factor(density)
+def _kappa_log_ceil(density: float, log_argument: float, what: str, density_name: str) -> int:
+    """max(1, ⌈κ(p)·log(x)⌉) given log(x) (MATH.md §2); κ(1) = 0 gives 1. A density so small that κ(p)
+    overflows (p below ~1e−308, e.g. a product p_1·p_2 that underflows to 0) or a width of 2^63 units or more is
+    refused with :class:`theory.validation.WidthOverflowError` naming ``what``."""
+    k = math.inf if density == 0.0 else er_factor(density)
     value = k * log_argument
     if value <= 1.0:
         return 1
-    return max(1, int(math.ceil(value)))
+    shown = f"{density:.3g}" + (" after float underflow" if density == 0.0 else "")
+    return max(1, check_unit_count(value, f"{what} = ceil(kappa({density_name})*log(...)) with {density_name}={shown}"))
 
 
 def weak_widths(target_widths, density, delta, nonzeros=None) -> WeakWidths:
@@ -85,6 +89,9 @@ def weak_widths(target_widths, density, delta, nonzeros=None) -> WeakWidths:
     Solved backwards from r_{L+1} = 1:
       r_t = max(1, ⌈κ(p_{t+1})·log(r_{t+1}·m_t·L/δ)⌉) for t = L, …, 2,
       g   = max(1, ⌈κ(p_1·p_2)·log(2·r_2·m_1·L/δ)⌉).
+    A group size of 2^63 units or more (a density near the float limit, e.g. 1e−320, or p_1·p_2 underflowing to
+    0) raises :class:`theory.validation.WidthOverflowError` (a ``ValueError``), as does a source width or weight
+    count of 2^63 or more.
     """
     widths = check_widths(target_widths, "target_widths", minimum_length=2)
     L = len(widths) - 1
@@ -109,11 +116,15 @@ def weak_widths(target_widths, density, delta, nonzeros=None) -> WeakWidths:
     r = {L + 1: 1}
     for t in range(L, 1, -1):
         # κ(p_{t+1})·log(r_{t+1}·m_t·L/δ); densities are 0-based: p_{t+1} = dens[t]
-        r[t] = _kappa_log_ceil(dens[t], math.log(r[t + 1]) + math.log(m[t - 1]) + math.log(L) - math.log(dl))
-    g = _kappa_log_ceil(dens[0] * dens[1], math.log(2.0 * r[2]) + math.log(m[0]) + math.log(L) - math.log(dl))
+        r[t] = _kappa_log_ceil(dens[t], math.log(r[t + 1]) + math.log(m[t - 1]) + math.log(L) - math.log(dl),
+                               f"copies r_{t} of target layer {t - 1}", f"p_{t + 1}")
+    g = _kappa_log_ceil(dens[0] * dens[1], math.log(2.0 * r[2]) + math.log(m[0]) + math.log(L) - math.log(dl),
+                        "lifting group g", "p_1*p_2")
     copies = tuple(r[t] for t in range(2, L + 2))
 
     source_widths = (widths[0], 2 * g * widths[0]) + tuple(r[t] * widths[t - 1] for t in range(2, L + 1)) + (widths[L],)
+    for i, w in enumerate(source_widths):
+        check_unit_count(w, f"source width n_S{i}")
     layer_params = [source_widths[t - 1] * source_widths[t] for t in range(1, L + 2)]
     source_params = sum(layer_params)
     expected_kept = float(sum(p * n for p, n in zip(dens, layer_params)))

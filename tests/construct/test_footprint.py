@@ -88,7 +88,7 @@ def test_max_source_params_refused(value):
     (["weak", "--target", "random:3,2", "--width-multiplier", "1e6", "--max-memory", "2G"],
      ["needs about", "over the budget of 2 GiB", "--max-memory"]),
     # the 1.1e8-weight 2L source of issue 15 item 6, under an explicit budget
-    (["strong", "--target", "random:4,3,2", "--density", "0.01", "--eps", "0.05", "--seed", "3", "--max-memory", "200M"],
+    (["strong", "--target", "random:4,3,2", "--density", "0.01", "--eps", "0.05", "--seed", "3", "--max-memory", "600M"],
      ["needs about", "--max-memory", "1.15e+08 weights"]),
     (["strong", "--target", "random:4,3,2", "--density", "0.01", "--eps", "0.05", "--construction", "l+1",
       "--max-source-params", "1e13"], ["needs about", "--max-memory"]),

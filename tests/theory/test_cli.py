@@ -152,3 +152,67 @@ def test_importing_theory_never_imports_torch():
     env = dict(os.environ)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_no_command_is_one_line_listing_the_commands(capsys):
+    rc, out, err = run([], capsys)
+    assert rc == 2 and out == ""
+    assert err.strip().splitlines() == [
+        "python -m theory: error: missing command: allowed lower-bound, densities, widths, check (see --help)"]
+
+
+def test_os_errors_are_one_line_naming_the_path(capsys):
+    def main(argv):
+        raise PermissionError(13, "Permission denied", "/nowhere/t.npz")
+
+    assert run_main(main, []) == 2
+    assert capsys.readouterr().err == "error: '/nowhere/t.npz': Permission denied\n"
+
+    def full(argv):
+        raise OSError(28, "No space left on device")  # a write without a file name: standard output
+
+    assert run_main(full, []) == 2
+    assert capsys.readouterr().err == "error: standard output: No space left on device\n"
+
+
+def test_width_overflow_is_a_refusal_not_a_crash(capsys):
+    from theory.validation import WidthOverflowError, check_unit_count
+
+    assert check_unit_count(3.2, "w") == 4 and check_unit_count(2**63 - 1, "w") == 2**63 - 1
+    for value in (float("inf"), float("nan"), 2.0**63, 2**63, 10**400):
+        with pytest.raises(WidthOverflowError):
+            check_unit_count(value, "w")
+    with pytest.raises(WidthOverflowError, match="2\\^63"):
+        weak_widths([4, 3], 1e-320, 0.1)
+    rc, _, err = run(["widths", "--target", "4,3", "--density", "1e-320", "--delta", "0.1", "--ticket", "weak"], capsys)
+    assert rc == 2 and "2^63" in err and "density=0.0" not in err
+
+
+def test_theory_and_construct_default_to_the_same_strong_construction():
+    from construct.__main__ import build_parser
+    from theory.__main__ import _build_parser
+
+    t = _build_parser().parse_args(["widths", "--target", "4,3", "--density", "0.5", "--delta", "0.1", "--ticket",
+                                    "strong", "--eps", "0.1"])
+    c = build_parser().parse_args(["strong", "--target", "random:4,3", "--eps", "0.1"])
+    assert t.construction == c.construction == "2l"
+
+
+def test_no_help_text_describes_code_that_does_not_exist():
+    """Issue 11 §9: help texts describe the code as it is ("if theory/subset_sum.py exists" is gone)."""
+    import argparse
+
+    from construct.__main__ import build_parser
+    from experiments.__main__ import _parser
+    from theory.__main__ import _build_parser
+
+    texts = []
+    for parser in (_build_parser(), build_parser(), _parser()):
+        (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        texts.append(parser.description or "")
+        for command in sub.choices.values():
+            texts.append(command.description or "")
+            texts.extend(a.help or "" for a in command._actions)
+    text = " ".join(texts)
+    for stale in ("exists", "not available", "if theory/", "not yet", "unavailable"):
+        assert stale not in text, stale

@@ -1,5 +1,5 @@
 """construct: weak and strong lottery tickets of ReLU MLPs inside materialized, seeded ER sources, with error
-certificates (MATH.md §4–§6), following Gadhikar et al. 2023. See construct/README.md for the npz format and CLI.
+certificates (docs/math.md §4–§6), following Gadhikar et al. 2023. See construct/README.md for the npz format and CLI.
 
 torch is imported only by :mod:`construct.export`, :mod:`construct.modules` and :mod:`construct.masking`, on first
 use of ``to_module``, ``to_torch``, ``read_module``, ``er_masks`` or a PyTorch target."""

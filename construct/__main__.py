@@ -76,10 +76,10 @@ def _common(p):
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="python -m construct",
                             description="Weak and strong lottery tickets of ReLU MLPs inside materialized ER sources, "
-                                        "with error certificates (MATH.md §4-§6).")
+                                        "with error certificates (docs/math.md §4-§6).")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
     s = sub.add_parser("strong", help="build a strong ticket (pruning only)",
-                       description="Build a strong ticket (MATH.md §6) inside a seeded ER source of theory's widths.")
+                       description="Build a strong ticket (docs/math.md §6) inside a seeded ER source of theory's widths.")
     _common(s)
     _bound_args(s)
     tol = s.add_mutually_exclusive_group(required=True)
@@ -93,7 +93,7 @@ def build_parser() -> ArgumentParser:
                    help="refuse sources with more weights than this (a size and run-time cap; default 4e8, inf for "
                         "no cap). Memory is guarded separately by --max-memory")
     w = sub.add_parser("weak", help="build a weak ticket (weights set on a sub-mask)",
-                       description="Build a weak ticket (MATH.md §4): exact representation inside an ER source.")
+                       description="Build a weak ticket (docs/math.md §4): exact representation inside an ER source.")
     _common(w)
     _bound_args(w)
     v = sub.add_parser("verify", help="check a ticket file, trusting nothing in it",

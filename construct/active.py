@@ -1,7 +1,7 @@
 """The active sub-network of a ticket: the units that can be non-zero or carry a claim.
 
 A hidden unit u of source layer l is *inactive* when it has no kept incoming edge, a zero (or pruned) bias and the
-role UNUSED: it outputs ReLU(0) = 0 for every input, and in the certificate of MATH.md §6 its error bound is
+role UNUSED: it outputs ReLU(0) = 0 for every input, and in the certificate of docs/math.md §6 its error bound is
 e_u = 0 (no coefficients, no target: C_u = T_u = 0) and its quantity is none (UNUSED), so it contributes nothing
 to any later unit. Dropping the inactive units (their rows, and their columns in the next layer) therefore leaves
 the forward pass and every term of the certificate recursion unchanged — the same non-zero terms summed in the

@@ -1,4 +1,4 @@
-"""The explicit target representation: an ordered list of layer records (MATH.md §1, §9). Pure numpy.
+"""The explicit target representation: an ordered list of layer records (docs/math.md §1, §9). Pure numpy.
 
 A PyTorch model (read by :mod:`construct.modules` with ``torch.fx``, in execution order), a ``state_dict`` with a
 JSON architecture description, or a hand-built list all become an :class:`Architecture`: a tuple of
@@ -149,7 +149,7 @@ class Architecture:
 
 
 def fold_batchnorm(conv: Layer, bn: Layer) -> Layer:
-    """Eval-mode BatchNorm after a conv folded into the conv (MATH.md §9):
+    """Eval-mode BatchNorm after a conv folded into the conv (docs/math.md §9):
     W ← (γ/√(σ²+ε))·W, b ← (γ/√(σ²+ε))·(b − μ) + β."""
     if conv.kind != "conv2d" or bn.kind != "batchnorm2d":
         raise ValueError(f"fold_batchnorm({conv.name!r}, {bn.name!r}): allowed a conv2d followed by a batchnorm2d")

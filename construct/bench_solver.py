@@ -1,4 +1,4 @@
-"""Benchmark of the batched exact subset-sum solver against two baselines (MATH.md §6 "Subset-sum solving").
+"""Benchmark of the batched exact subset-sum solver against two baselines (docs/math.md §6 "Subset-sum solving").
 
 On the same seeded instances (n candidates per instance drawn as the L+1 construction sees them — "uniform"
 X ~ U[−1, 1] or "product" X = U·V — optionally thinned by an ER(density) availability mask; targets z ~ U[−1, 1])

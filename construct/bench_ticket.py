@@ -1,5 +1,5 @@
 """``python -m construct bench``: the solver benchmark (:mod:`construct.bench_solver`), then the time and peak
-memory of the whole 2L strong ticket (MATH.md §6) of a random 784-300-100-10 target at density 0.5 with a
+memory of the whole 2L strong ticket (docs/math.md §6) of a random 784-300-100-10 target at density 0.5 with a
 per-instance tolerance of 0.01 (``--weight-eps 0.01``), source sampling and certificate included.
 
 theory's widths for this case (δ = 0.1, δ' = δ/#instances ≈ 1e−7, thinning margin [ours-1]) give a source of

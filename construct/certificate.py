@@ -1,4 +1,4 @@
-"""The a-posteriori error certificate of a ticket (MATH.md §6), computed from the ticket's arrays and roles alone.
+"""The a-posteriori error certificate of a ticket (docs/math.md §6), computed from the ticket's arrays and roles alone.
 
 Target bounds: B_{t,j} = sup_{x∈X} |x_j^{(t)}| by interval arithmetic on the target, with B_0 from the box X.
 
@@ -12,7 +12,7 @@ Since Σ_u c_{su} x̂_u + b̂_s − Σ_q T_{sq} q = Σ_u c_{su}(x̂_u − |λ_u|
   e_s ≤ Σ_u |c_{su}|·e_u + Σ_groups max_{q∈group} |C_{sq} − T_{sq}|·B_q,     e_{inputs} = 0,
 
 where a group is {r^+_{t,j}, r^−_{t,j}} (only one of them is non-zero at a time: the "larger of the two halves")
-or a single quantity. This is MATH.md §6's recursion (err_{sj}·B_{t−1,j} is the second term, Σ|c|·e the first);
+or a single quantity. This is docs/math.md §6's recursion (err_{sj}·B_{t−1,j} is the second term, Σ|c|·e the first);
 the certificate is max over output units of e. It is sound for *any* roles, so ``verify`` needs nothing but the file.
 """
 from __future__ import annotations
@@ -184,7 +184,7 @@ class Certificate:
 
 
 def certify(ticket: Ticket, box=(-1.0, 1.0), layers=None, target_bounds=None) -> Certificate:
-    """The a-posteriori certificate of MATH.md §6 for any ticket with roles (sound for any roles).
+    """The a-posteriori certificate of docs/math.md §6 for any ticket with roles (sound for any roles).
     ``layers``: precomputed :func:`construct.ticket.effective_layers` (optional). ``target_bounds``: sound bounds
     [(lo_t, hi_t)] of the target's x^{(t)}, t = 0..L, in the format of :func:`interval_bounds` (default: those)."""
     Q = _Quantities(ticket.target, box, target_bounds)

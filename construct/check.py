@@ -1,4 +1,4 @@
-"""``python -m construct check``: the constructive approximation checks (MATH.md §4–§6).
+"""``python -m construct check``: the constructive approximation checks (docs/math.md §4–§6).
 
 For every case (construction, target, density) the ticket is built at the widths ``theory`` gives, over several
 seeds, and three claims are tested:

@@ -1,5 +1,5 @@
 """Every ticket's sup-error E = max_{x∈X} ‖f_ticket(x) − f_T(x)‖_∞ as an interval [attacked error, best certified
-bound] (MATH.md §6).
+bound] (docs/math.md §6).
 
 - attacked error (a value E is at least): :func:`construct.attack.attack_error`, sampling + corners + projected
   gradient ascent, plus the MILP's maximizer when there is one, every point evaluated on the original ticket;

@@ -1,7 +1,7 @@
 """Tickets out as PyTorch modules (torch is imported only here and in :mod:`construct.modules`).
 
 :func:`to_module` returns a :class:`TicketModule`: an ``nn.Sequential`` of ``nn.Linear`` layers with a ReLU after
-every layer but the last, computing the ticket x_t = ReLU((W_t ⊙ S_t) x_{t−1} + b_t ⊙ bias_t) (MATH.md §1).
+every layer but the last, computing the ticket x_t = ReLU((W_t ⊙ S_t) x_{t−1} + b_t ⊙ bias_t) (docs/math.md §1).
 
 Masks are ``torch.nn.utils.parametrize`` parametrizations (:class:`KeptEntries`): a layer's trainable tensor
 (``parametrizations.weight.original``) holds only the values of its kept entries, and ``layer.weight`` is the dense
@@ -9,7 +9,7 @@ matrix with those values and exact zeros elsewhere. Pruned weights therefore sta
 (SGD with momentum, Adam, weight decay) and through ``state_dict`` save/load, and the module's parameter count is the
 ticket's kept weights plus its kept biases. Biases are parametrized the same way (a pruned bias stays 0).
 
-``compact=True`` (default) keeps only the units the ticket uses (MATH.md §6 roles aside, decided from the arrays):
+``compact=True`` (default) keeps only the units the ticket uses (docs/math.md §6 roles aside, decided from the arrays):
 a hidden unit none of whose kept incoming weights comes from a non-constant unit outputs the constant
 c = ReLU(Σ kept weights·(constant inputs) + bias); it is removed and its effect w·c folded exactly into the biases
 of the units it feeds; then every hidden unit without a kept path to an output is removed. Inputs and outputs keep

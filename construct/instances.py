@@ -1,4 +1,4 @@
-"""Batched subset-sum instances of the strong constructions (MATH.md §6): candidate capping, weight splitting into
+"""Batched subset-sum instances of the strong constructions (docs/math.md §6): candidate capping, weight splitting into
 parts, zero targets, and the call to :func:`construct.subset_sum.solve_subset_sums`.
 
 - **Cap and blocks**: an instance searches its first a·k available candidates (column order) as a consecutive

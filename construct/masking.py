@@ -1,7 +1,7 @@
-"""ER masks for any PyTorch model in one call, :func:`er_masks` (MATH.md §1, §7), following Gadhikar et al. 2023.
+"""ER masks for any PyTorch model in one call, :func:`er_masks` (docs/math.md §1, §7), following Gadhikar et al. 2023.
 
 :func:`er_masks` draws, for every ``nn.Linear`` and ``nn.Conv1d/2d/3d`` of a model (module order), an ER(p_l) mask —
-i.i.d. Bernoulli(p_l) per weight entry (per kernel entry for convolutions, MATH.md §9) — with the per-layer densities
+i.i.d. Bernoulli(p_l) per weight entry (per kernel entry for convolutions, docs/math.md §9) — with the per-layer densities
 p_l of :func:`theory.densities.layer_densities` for the scheme (uniform, ERK, balanced, pyramidal; exact budget
 Σ p_l N_l = p·N), and applies each mask as a ``torch.nn.utils.parametrize`` parametrization (:class:`ERMask`):
 ``layer.weight`` is ``original ⊙ mask``. So masked-out weights are exactly 0 in every forward pass, whatever the
@@ -155,7 +155,7 @@ def er_masks(model: nn.Module, density: float = 0.1, scheme: str = "balanced", s
     """Put ER masks on every Linear and Conv layer of ``model`` (in place) and return the density table.
 
     ``density``: global fraction of weights kept, p ∈ (0, 1]; ``scheme``: uniform, erk, balanced or pyramidal
-    (MATH.md §7, exact budget Σ p_l N_l = p·N); ``seed``: the masks are drawn in module order from
+    (docs/math.md §7, exact budget Σ p_l N_l = p·N); ``seed``: the masks are drawn in module order from
     ``torch.Generator().manual_seed(seed)`` (on the CPU, float64 uniforms < p_l, then moved to the weight's device:
     same seed → same masks on every device); ``exclude``: module names (glob patterns; a name also excludes the
     modules inside it) or module types to leave dense; ``compat``: None (exact), "pruning" or "dst" (the released

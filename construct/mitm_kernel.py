@@ -1,4 +1,4 @@
-"""Compiled (numba) meet-in-the-middle kernel of the batched subset-sum solver (MATH.md §6 "Subset-sum solving").
+"""Compiled (numba) meet-in-the-middle kernel of the batched subset-sum solver (docs/math.md §6 "Subset-sum solving").
 
 :func:`solve_all` is the ``backend="numba"`` implementation of
 :func:`construct.subset_sum.solve_subset_sums_detailed`: for every row r independently it finds the exact best

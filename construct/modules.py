@@ -4,7 +4,7 @@ JSON architecture description, or a ``model.py:factory`` file into an :class:`co
 Nothing is ordered by name: a module's layers are the nodes of its ``torch.fx`` graph in the order ``forward``
 computes them; a ``state_dict``'s layers are the records of its architecture description in the order listed.
 Layers the representation does not know (GELU, tanh, attention, dilated or grouped convolutions, …) are refused
-in one line naming the layer. Every tensor read is validated (MATH.md §1): a real, dense, strided, finite float
+in one line naming the layer. Every tensor read is validated (docs/math.md §1): a real, dense, strided, finite float
 tensor of the shape its layer needs; string keys; no nested containers; no meta or sparse tensors.
 
 Accepted modules (``call_module`` nodes): ``nn.Linear``; ``nn.Conv2d`` (dilation 1, groups 1, zero padding);

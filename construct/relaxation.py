@@ -1,7 +1,7 @@
 """Upper bounds on the sup-error max_{x∈X} ‖f_ticket(x) − f_T(x)‖_∞ that are cheaper than the exact program
 (:mod:`construct.exact_bound`) and tighter than the a-posteriori certificate of :mod:`construct.certificate`.
 
-1. **Reduced certificate**: MATH.md §6's recursion e_s ≤ Σ_u |c_su| e_u + Σ_groups max |C_sq − T_sq|·B_q, applied to
+1. **Reduced certificate**: docs/math.md §6's recursion e_s ≤ Σ_u |c_su| e_u + Σ_groups max |C_sq − T_sq|·B_q, applied to
    the exactly reduced ticket (:func:`construct.ticket_network.reduce_network`) instead of the source. Many source
    units that compute the same function of one unit (the intermediate units ReLU(a_u·x̂_i) = a_u·x̂_i of 2L, for
    x̂_i ≥ 0 and a_u > 0) are one unit there, so the amplification Σ_u |c_su| becomes |Σ_u c_su a_u| = |Ŵ_oi|: the
@@ -82,7 +82,7 @@ def target_bounds(target, box):
 
 
 def reduced_certificate(ticket: Ticket, box, reduced=None) -> float:
-    """The certificate of MATH.md §6 computed on the reduced ticket (module docstring, item 1), with the target's
+    """The certificate of docs/math.md §6 computed on the reduced ticket (module docstring, item 1), with the target's
     bounds B from back-substitution (:func:`target_bounds`) instead of interval arithmetic."""
     from construct.certificate import certify
 

@@ -1,4 +1,4 @@
-"""Seeded ER source networks f_S (MATH.md §1), drawn block by block so that huge sources need not be held in memory.
+"""Seeded ER source networks f_S (docs/math.md §1), drawn block by block so that huge sources need not be held in memory.
 
 Source layer t has weights W_t (n_{S,t} × n_{S,t−1}), biases b_t and an ER mask M_t ~ ER(p_t): i.i.d.
 Bernoulli(p_t) entries. Weights and biases are float32 by default (U[−1, 1], or a scaled normal N(0, 1/n_{S,t−1}));
@@ -6,7 +6,7 @@ every computation casts them to float64, so a strong ticket's weights are the so
 float64 uniforms with p_t (exact Bernoulli(p_t) up to 2^-53).
 
 **Precision** (``dtype``): float32 U[−1, 1) weights are multiples of 2^−23, so subset sums of them lie on a lattice
-and per-instance tolerances below ≈ 40·2^−22 cannot be promised with the continuous N_SS calibration (MATH.md §5;
+and per-instance tolerances below ≈ 40·2^−22 cannot be promised with the continuous N_SS calibration (docs/math.md §5;
 :func:`theory.subset_sum.effective_tolerance`). ``dtype="float64"`` (uniform law only) refines every float32 weight
 x̃ with 29 more random bits: x = x̃ + 2^−23·u, u ~ U[0, 1) float64 drawn from a third child of the block's seed
 sequence (biases: a child of the bias seed sequence). The float32 numbers a seed draws are unchanged — they are the

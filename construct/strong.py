@@ -1,4 +1,4 @@
-"""Strong tickets end to end (MATH.md §6), following Gadhikar et al. 2023: widths from
+"""Strong tickets end to end (docs/math.md §6), following Gadhikar et al. 2023: widths from
 :func:`theory.strong_widths.strong_widths`, a seeded materialized source, the L+1 or 2L construction, the
 a-posteriori certificate and the sampled error.
 

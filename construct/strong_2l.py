@@ -1,4 +1,4 @@
-"""Strong tickets, 2L construction (MATH.md §6, after Pensia et al. 2020 with ER thinning), following Gadhikar et
+"""Strong tickets, 2L construction (docs/math.md §6, after Pensia et al. 2020 with ER thinning), following Gadhikar et
 al. 2023. Pruning only: the ticket keeps a sub-mask of the source's ER mask and the source's own weights.
 
 Source layout (group sizes from :func:`theory.strong_widths.strong_widths`, construction "2l"): target layer t

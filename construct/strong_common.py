@@ -1,4 +1,4 @@
-"""Pieces shared by the two strong constructions (MATH.md §6): grouping candidate units, gathering one batched
+"""Pieces shared by the two strong constructions (docs/math.md §6): grouping candidate units, gathering one batched
 instance array per (rows × groups), per-layer tolerances of the backward split, and pruning unused units."""
 from __future__ import annotations
 
@@ -97,7 +97,7 @@ def solve_grouped(layer, rows: np.ndarray, groups: np.ndarray, scale: np.ndarray
 
 
 def layer_input_norms(target: Target, box) -> list[float]:
-    """‖B_{t−1}‖_1 = Σ_j sup_X |x_j^{(t−1)}| for t = 1..L (interval arithmetic on the target, MATH.md §6)."""
+    """‖B_{t−1}‖_1 = Σ_j sup_X |x_j^{(t−1)}| for t = 1..L (interval arithmetic on the target, docs/math.md §6)."""
     bounds = interval_bounds(target, box)
     return [float(np.sum(np.maximum(np.abs(lo), np.abs(hi)))) for lo, hi in bounds[:-1]]
 

@@ -1,4 +1,4 @@
-"""Success of strong tickets at ``theory``'s widths on the cases of issue 14 and a grid of deeper targets (MATH.md §5,
+"""Success of strong tickets at ``theory``'s widths on the cases of issue 14 and a grid of deeper targets (docs/math.md §5,
 §6): ``python -m construct.strong_grid [--budget fast|full] [--json]``.
 
 Every case (construction, target, density, tolerance, input box) is first planned by :mod:`theory.strong_widths`.

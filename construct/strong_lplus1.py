@@ -1,4 +1,4 @@
-"""Strong tickets, L+1 construction (MATH.md §6, after Burkholz 2022 with ER thinning), following Gadhikar et al.
+"""Strong tickets, L+1 construction (docs/math.md §6, after Burkholz 2022 with ER thinning), following Gadhikar et al.
 2023. Pruning only: the ticket keeps a sub-mask of the source's ER mask and the source's own weights.
 
 Source layout (group sizes from :func:`theory.strong_widths.strong_widths`, construction "l+1"):
@@ -60,7 +60,7 @@ def build_lplus1(target: Target, source: Source, groups: dict, instance_eps, cap
     """Build the L+1 strong ticket inside ``source`` (widths must be :func:`lplus1_source_widths`).
 
     ``instance_eps``: a-priori ε_t per target layer; with ``eps`` (network sup-error) the layers are solved from
-    t = L down to 1 with the backward split (MATH.md §6) using the measured amplifications.
+    t = L down to 1 with the backward split (docs/math.md §6) using the measured amplifications.
     ``caps``: per target layer {"weight", "bias", "const"} = the searched prefix length per part (None: no cap).
     ``progress``: a :class:`construct.progress.Progress` (one step per target layer) or None.
     Returns (Ticket, per-layer dicts: instances, failures, max_instance_error, instance_eps, amplification)."""

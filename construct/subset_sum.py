@@ -1,4 +1,4 @@
-"""Exact batched subset sum with masked candidates (MATH.md §5 and §6 "Subset-sum solving").
+"""Exact batched subset sum with masked candidates (docs/math.md §5 and §6 "Subset-sum solving").
 
 Following Gadhikar et al. 2023 and the constructions of Pensia et al. (2020) / Burkholz (2022), every weight of a
 strong ticket is a *subset-sum instance*: given candidates c_1..c_n (source weights, or products of two source
@@ -145,7 +145,7 @@ def _check_int(value, name: str, minimum: int) -> int:
 
 
 def initial_prefix_length(eps: float, margin: int = DEFAULT_MARGIN) -> int:
-    """m_0(ε) = ⌈log2(1/ε)⌉ + margin (at least ``margin``): the first prefix searched (MATH.md §6)."""
+    """m_0(ε) = ⌈log2(1/ε)⌉ + margin (at least ``margin``): the first prefix searched (docs/math.md §6)."""
     eps = float(eps)
     if not (eps > 0 and math.isfinite(eps)):
         raise ValueError(f"eps={eps!r} is out of range: allowed a finite tolerance > 0")
@@ -274,7 +274,7 @@ def best_prefix_subsets(candidates, targets, max_bytes: int = DEFAULT_MAX_BYTES)
 
 
 def solve_subset_sums(candidates, targets, eps, available=None, *, stop: str = "first"):
-    """Solve B masked subset-sum instances at once (MATH.md §6 "Subset-sum solving"); returns ``(mask, error)``.
+    """Solve B masked subset-sum instances at once (docs/math.md §6 "Subset-sum solving"); returns ``(mask, error)``.
 
     Following Gadhikar et al. 2023 / Burkholz (2022). Row r asks for S ⊆ {i : available[r, i]} with
     |Σ_{i∈S} candidates[r, i] − targets[r]| ≤ eps[r].
@@ -299,7 +299,7 @@ def solve_subset_sums(candidates, targets, eps, available=None, *, stop: str = "
     z < Σ negatives − eps) are proven infeasible immediately, with the optimal subset (all positives / all negatives).
 
     Algorithm: exact meet-in-the-middle on the prefix of the first m available candidates of each row (column
-    order), m_0 = ⌈log2(1/ε)⌉ + 2 (MATH.md suggests ≈ +6; +2 measured 1.5–2x faster), grown by 2 for the rows
+    order), m_0 = ⌈log2(1/ε)⌉ + 2 (docs/math.md suggests ≈ +6; +2 measured 1.5–2x faster), grown by 2 for the rows
     still above ε until ε is met or every available candidate is used. Runs on the default backend of
     :func:`solve_subset_sums_detailed` (the compiled numba kernel of :mod:`construct.mitm_kernel`: per row, sorted
     half-sums built by merging, two-pointer nearest-pair walks that stop at the first pair within ε; rows in
@@ -453,7 +453,7 @@ def smallest_sufficient_prefix(candidates, targets, eps, max_bytes: int = DEFAUL
 
     Failure is monotone in m for nested prefixes of one draw (a subset of the first m is a subset of the first
     m + 1), so for this draw "k candidates fail" ⟺ m_needed > k. Scans m = 0, 1, 2, … with the exact kernel,
-    dropping rows once all their targets are met (used by the N_SS calibration, MATH.md §5).
+    dropping rows once all their targets are met (used by the N_SS calibration, docs/math.md §5).
     """
     cand = _as_candidates(candidates)
     rows, n = cand.shape

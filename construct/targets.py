@@ -1,4 +1,4 @@
-"""Target ReLU networks f_T (MATH.md §1): seeded random targets, loading from npz, nn.Modules, state_dicts with an
+"""Target ReLU networks f_T (docs/math.md §1): seeded random targets, loading from npz, nn.Modules, state_dicts with an
 architecture description (see :mod:`construct.modules`), validation.
 
 A target of depth L has weights W_t of shape (n_t, n_{t−1}) and biases b_t of shape (n_t,), t = 1..L; it computes
@@ -44,7 +44,7 @@ class Target:
 
     @property
     def nonzeros(self) -> tuple[int, ...]:
-        """m_t = number of non-zero entries of W_t (MATH.md §1)."""
+        """m_t = number of non-zero entries of W_t (docs/math.md §1)."""
         return tuple(int(np.count_nonzero(w)) for w in self.weights)
 
     @property
@@ -125,7 +125,7 @@ def random_target(widths, seed: int, *, scale: float = 1.0, biases: bool = True,
 
 
 def target_forward(target: Target, x: np.ndarray) -> np.ndarray:
-    """f_T(x) for a batch x of shape (N, n_0) (MATH.md §1)."""
+    """f_T(x) for a batch x of shape (N, n_0) (docs/math.md §1)."""
     h = np.asarray(x, dtype=np.float64)
     for t, (w, b) in enumerate(zip(target.weights, target.biases), start=1):
         h = h @ w.T + b
@@ -150,7 +150,7 @@ def parse_box(text) -> tuple[float, float]:
 
 def check_target_range(target: Target, box) -> float:
     """Refuse (one-line ``ValueError``) a target whose activations over the box [a, b]^{n_0} could exceed
-    :data:`MAX_ACTIVATION` in magnitude (interval bounds of MATH.md §6; e.g. ``--target-scale 1e308``): beyond it
+    :data:`MAX_ACTIVATION` in magnitude (interval bounds of docs/math.md §6; e.g. ``--target-scale 1e308``): beyond it
     the forward passes and the certificate overflow to inf and the errors become nan. Returns the largest bound."""
     from construct.certificate import interval_bounds  # certificate imports this module
 
@@ -214,7 +214,7 @@ def _is_state_dict(obj) -> bool:
 
 def load_target(spec, *, seed: int = 0, scale: float = 1.0, biases: bool = True, target_density: float = 1.0,
                 weights=None, architecture=None, max_memory: int | None = None) -> Target:
-    """Target from a spec (MATH.md §1):
+    """Target from a spec (docs/math.md §1):
 
     - a :class:`Target` (returned as is) or a :class:`construct.architecture.Architecture` (its MLP);
     - an ``nn.Module``, read in execution order by tracing it with ``torch.fx`` (:func:`construct.modules.read_module`);

@@ -1,12 +1,12 @@
 """Tickets inside a materialized ER source: the data structure, its forward pass and the npz file format.
 
-A ticket is a sub-mask S_t ≤ M_t of the source's ER masks plus a bias mask (MATH.md §1). A *strong* ticket uses
+A ticket is a sub-mask S_t ≤ M_t of the source's ER masks plus a bias mask (docs/math.md §1). A *strong* ticket uses
 the source's own weights and biases (pruning a bias sets it to 0); a *weak* ticket also carries the weights and
 biases set on its sub-mask. Layer t of the ticket computes x_t = ReLU((W_t ⊙ S_t) x_{t−1} + b_t ⊙ bias_t), with a
 linear last layer.
 
 Every source unit also carries a *role* (what it is meant to compute), from which :mod:`construct.certificate`
-recomputes the error certificate from the arrays alone (MATH.md §6):
+recomputes the error certificate from the arrays alone (docs/math.md §6):
 
 - ``UNUSED``: output ≈ 0;
 - ``CONST`` with scale λ ≥ 0: output ≈ λ (bias groups, constant units);

@@ -3,7 +3,7 @@
 The error bounds of :mod:`construct.exact_bound`, :mod:`construct.relaxation` and the attack of
 :mod:`construct.attack` work on networks f(x) = W_D ReLU(… ReLU(W_1 x + b_1) …) + b_D. A ticket's network is large
 (every source unit) but mostly made of units that compute a *univariate* function of one unit of the previous layer:
-the lifting units of L+1 and the intermediate units of 2L (MATH.md §6). :func:`reduce_network` rewrites the network
+the lifting units of L+1 and the intermediate units of 2L (docs/math.md §6). :func:`reduce_network` rewrites the network
 into an equal one (same function; floating-point sums reassociated, so equal up to rounding) using only the
 identities
 

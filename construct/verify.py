@@ -1,4 +1,4 @@
-"""Verify a ticket file trusting nothing in it (MATH.md §6).
+"""Verify a ticket file trusting nothing in it (docs/math.md §6).
 
 1. Reload it (keys, dtypes, shapes, ticket ⊆ stored mask, roles, and the JSON types of the meta entries read here;
    a malformed file is a one-line ValueError, exit 2 in the CLI).

@@ -1,4 +1,4 @@
-"""Weak tickets: exact representation of a target inside an ER source of depth L+1 (MATH.md §4), following
+"""Weak tickets: exact representation of a target inside an ER source of depth L+1 (docs/math.md §4), following
 Gadhikar et al. 2023.
 
 Source layout (widths from :func:`theory.weak_widths.weak_widths`, optionally times a width multiplier):
@@ -43,7 +43,7 @@ def weak_source_widths(target: Target, density, delta: float, *, width_multiplie
 
 
 def weak_ticket_in_source(target: Target, source: Source, g: int, copies, progress=None) -> tuple[Ticket, list]:
-    """Build the weak ticket of MATH.md §4 inside a given source with lifting group g and copies (r_2..r_{L+1}).
+    """Build the weak ticket of docs/math.md §4 inside a given source with lifting group g and copies (r_2..r_{L+1}).
 
     ``progress``: a :class:`construct.progress.Progress` (one step per target layer) or None.
     Returns (ticket, per-layer [instances, failures])."""
@@ -129,7 +129,7 @@ def weak_ticket_in_source(target: Target, source: Source, g: int, copies, progre
 def build_weak_ticket(target: Target, density, delta: float, seed: int, *, box=(-1.0, 1.0),
                       width_multiplier: float = 1.0, law: str = "uniform", samples: int = 2048, max_memory=None,
                       will_save: bool = False, progress=None):
-    """Sample the source (widths from theory, seeded) and build the weak ticket (MATH.md §4).
+    """Sample the source (widths from theory, seeded) and build the weak ticket (docs/math.md §4).
 
     ``density``: one density or L+1 per-source-layer densities. Before anything is drawn, refuses (one-line
     ValueError) a build whose memory estimate (:func:`construct.footprint.check_build_memory`, with the cost of

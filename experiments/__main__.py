@@ -1,4 +1,4 @@
-"""Command line of the experiments package (EXPERIMENTS.md): ``run``, ``figures``, ``bench``, ``list``.
+"""Command line of the experiments package (docs/experiments.md): ``run``, ``figures``, ``bench``, ``list``.
 
     python -m experiments run e1 --scale smoke|default|paper --device auto|cpu|cuda --out DIR [--seeds N] [--resume]
         [--engine local|ray [--address auto|HOST:PORT] [--cpus-per-run N] [--gpus-per-run F]] [--retries N]
@@ -62,7 +62,7 @@ def _parser() -> ArgumentParser:
                      help="directory holding the CIFAR python batch files (data_batch_1..5, test_batch); required "
                           "by the paper scale of layerwise/imp/edgepopup, never downloaded")
     run.add_argument("--compat", action="store_true",
-                     help="layerwise: use the released code's clamp-only ERK/balanced densities (MATH.md §7), whose "
+                     help="layerwise: use the released code's clamp-only ERK/balanced densities (docs/math.md §7), whose "
                           "realized global density undershoots the label; the realized density is always recorded")
     run.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
                      help="run only the configs whose KEY equals VALUE (JSON value, else text; repeatable, all must "
@@ -246,7 +246,7 @@ def main(argv=None) -> int:
         if not written:
             raise FileNotFoundError(f"no results files (<name>.jsonl) for {', '.join(experiment_names())} "
                                     f"under {str(results_dir)!r}")
-        from .density_figure import make_density_figures  # needs no results: exact, from the shapes (MATH.md §7)
+        from .density_figure import make_density_figures  # needs no results: exact, from the shapes (docs/math.md §7)
 
         written["densities"] = [str(p) for p in make_density_figures(out_dir / "densities")]
         if args.json:

@@ -1,6 +1,6 @@
-"""Figures of E1 (EXPERIMENTS.md E1), made from stored results only, following Gadhikar et al. 2023.
+"""Figures of E1 (docs/experiments.md E1), made from stored results only, following Gadhikar et al. 2023.
 
-(a) heat map of the normalized test loss (test MSE / Var f_T) over (density, width) with n*(p) of MATH.md §3;
+(a) heat map of the normalized test loss (test MSE / Var f_T) over (density, width) with n*(p) of docs/math.md §3;
 (b) trained test loss vs the mask's exact error floor (both normalized by Var f_T);
 (c) test accuracy vs density at a fixed width and at a width scaled with κ(p)/κ(p_ref).
 """
@@ -166,7 +166,7 @@ def figure_accuracy(rows, out_dir: Path) -> list[Path]:
 def summary(rows: list[dict], delta: float, threshold: float = 0.01) -> list[dict]:
     """Numbers behind figures (a) and (b), per affine panel (d, masking mode).
 
-    Per density: n*(p) (MATH.md §3) and the smallest grid width whose seed-mean normalized test loss is
+    Per density: n*(p) (docs/math.md §3) and the smallest grid width whose seed-mean normalized test loss is
     ≤ ``threshold``; over all students: how far the trained test loss sits above the exact error floor.
     """
     out = []

@@ -1,4 +1,4 @@
-"""E1 — the failure of 3-layer ER networks at high sparsity (EXPERIMENTS.md E1, MATH.md §3), following
+"""E1 — the failure of 3-layer ER networks at high sparsity (docs/experiments.md E1, docs/math.md §3), following
 Gadhikar et al. 2023.
 
 Students d → n → out (ReLU) with ER(p) masks on both layers (or only the first, ``first_layer_only``), density-
@@ -48,7 +48,7 @@ _TASK_SIZES = {"digits": (1797, 64), "mnist5k": (5000, 784)}
 
 def scaled_width(reference_width: int, density: float, reference_density: float = P_REF) -> int:
     """n(p) = round(n_ref · max(1, κ(p)/κ(p_ref))): the width that keeps κ(p)-many candidate edges per input
-    comparable to the reference (EXPERIMENTS.md E1 (c)); densities above p_ref keep n_ref."""
+    comparable to the reference (docs/experiments.md E1 (c)); densities above p_ref keep n_ref."""
     ratio = er_factor(density) / er_factor(reference_density)
     return int(round(reference_width * max(1.0, ratio)))
 
@@ -100,7 +100,7 @@ class E1(ScaledSweep):
     """Experiment E1 (registered as ``e1``)."""
 
     name: str = "e1"
-    description: str = "failure of 3-layer ER networks at high sparsity (MATH.md §3)"
+    description: str = "failure of 3-layer ER networks at high sparsity (docs/math.md §3)"
     delta: float = 0.1
     scale_settings: dict = field(default_factory=lambda: {
         "smoke": {

@@ -1,4 +1,4 @@
-"""E2 — layer-wise density schemes (EXPERIMENTS.md E2, MATH.md §7), following Gadhikar et al. 2023.
+"""E2 — layer-wise density schemes (docs/experiments.md E2, docs/math.md §7), following Gadhikar et al. 2023.
 
 Static sparse training inside a fixed ER mask whose per-layer densities come from uniform / ERK / balanced /
 pyramidal at global densities 0.5 … 0.01, against the dense model, ≥ 3 seeds. One run = one model, one scheme,
@@ -63,7 +63,7 @@ class LayerwiseExperiment(ScaledSweep):
     """Experiment E2 (registered as ``layerwise``)."""
 
     name: str = "layerwise"
-    description: str = "layer-wise density schemes uniform/ERK/balanced/pyramidal vs dense (MATH.md §7)"
+    description: str = "layer-wise density schemes uniform/ERK/balanced/pyramidal vs dense (docs/math.md §7)"
     scale_settings: dict = field(default_factory=lambda: {
         "smoke": {
             "task": "digits", "seeds": 1, "densities": [0.5, 0.05], "schemes": list(SCHEMES), "compat": False,

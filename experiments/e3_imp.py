@@ -1,4 +1,4 @@
-"""E3 — sparse-to-sparse IMP from a random ER start (EXPERIMENTS.md E3, MATH.md §8), following Gadhikar et al. 2023.
+"""E3 — sparse-to-sparse IMP from a random ER start (docs/experiments.md E3, docs/math.md §8), following Gadhikar et al. 2023.
 
 IMP with rewinding to initialisation (:mod:`experiments.imp`) from a dense start and from a fixed ER(balanced)
 start at density 0.5 and 0.3, pruning 20 % of the remaining weights per level down to ≈ 0.01. One run = one
@@ -36,7 +36,7 @@ class IMPExperiment(ScaledSweep):
     """Experiment E3 (registered as ``imp``)."""
 
     name: str = "imp"
-    description: str = "IMP with rewinding from a dense start vs inside a fixed ER(balanced) mask (MATH.md §8)"
+    description: str = "IMP with rewinding from a dense start vs inside a fixed ER(balanced) mask (docs/math.md §8)"
     scale_settings: dict = field(default_factory=lambda: {
         "smoke": {
             "task": "digits", "seeds": 1, "starts": [1.0, 0.5], "final_density": 0.2, "prune_fraction": 0.2,

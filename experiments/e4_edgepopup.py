@@ -1,4 +1,4 @@
-"""E4 — strong tickets by edge-popup inside an ER source (EXPERIMENTS.md E4, MATH.md §8), following
+"""E4 — strong tickets by edge-popup inside an ER source (docs/experiments.md E4, docs/math.md §8), following
 Gadhikar et al. 2023.
 
 Frozen random weights N(0, 2/fan_in) (biases 0, non-affine BatchNorm), learned scores, forward mask
@@ -8,8 +8,8 @@ One run = one source density, one final density, one seed. With ``scale_fan`` th
 are multiplied by 1/√(p_final,l) (edge-popup's ``scale_fan`` option), which keeps the output scale of the
 sparse subnetwork independent of the final density; it is used at the small scales (the MLP has no BatchNorm
 before its logits) and off at paper scale. Paper scale: CIFAR-10 ResNet-18, scores trained with SGD lr 0.1,
-momentum 0.9, weight decay 5e-4, batch 128 (EXPERIMENTS.md); the number of epochs (100, cosine) is our
-choice where EXPERIMENTS.md is silent.
+momentum 0.9, weight decay 5e-4, batch 128 (docs/experiments.md); the number of epochs (100, cosine) is our
+choice where docs/experiments.md is silent.
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ __all__ = ["EdgePopupExperiment", "EXPERIMENT", "final_layer_densities"]
 
 
 def final_layer_densities(shapes, final_density: float, scheme: str) -> list[float]:
-    """Per-layer final densities p_final,l: ``scheme`` (MATH.md §7) at the global ``final_density``."""
+    """Per-layer final densities p_final,l: ``scheme`` (docs/math.md §7) at the global ``final_density``."""
     return list(layer_densities(shapes, final_density, scheme).densities)
 
 
@@ -43,7 +43,7 @@ class EdgePopupExperiment(ScaledSweep):
     """Experiment E4 (registered as ``edgepopup``)."""
 
     name: str = "edgepopup"
-    description: str = "edge-popup strong tickets inside an ER source vs a dense source (MATH.md §8)"
+    description: str = "edge-popup strong tickets inside an ER source vs a dense source (docs/math.md §8)"
     scale_settings: dict = field(default_factory=lambda: {
         "smoke": {
             "task": "digits", "seeds": 1, "sources": [1.0, 0.5], "finals": [0.2, 0.05], "scheme": "uniform",

@@ -1,4 +1,4 @@
-"""E5 — constructing tickets: phase diagrams (EXPERIMENTS.md E5, MATH.md §4 and §6), following Gadhikar et al. 2023.
+"""E5 — constructing tickets: phase diagrams (docs/experiments.md E5, docs/math.md §4 and §6), following Gadhikar et al. 2023.
 
 CPU only, no training. One run (one results line) = one construction ("weak" §4, "2l" or "l+1" §6), one target,
 one source density p (all source layers), one tolerance, and a list of width multipliers × seeds. Every
@@ -281,7 +281,7 @@ class ConstructionExperiment(ScaledSweep):
     """Experiment E5 (registered as ``construction``)."""
 
     name: str = "construction"
-    description: str = "weak / strong (L+1, 2L) ticket constructions over density x width multiplier (MATH.md §4, §6)"
+    description: str = "weak / strong (L+1, 2L) ticket constructions over density x width multiplier (docs/math.md §4, §6)"
     scale_settings: dict = field(default_factory=lambda: {
         "smoke": {
             "seeds": 2, "delta": 0.1, "weight_eps": 0.01, "samples": 128, "max_source_params": 200_000,

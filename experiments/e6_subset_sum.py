@@ -1,4 +1,4 @@
-"""E6 — subset sum with masked candidates (EXPERIMENTS.md E6, MATH.md §5), following Gadhikar et al. 2023.
+"""E6 — subset sum with masked candidates (docs/experiments.md E6, docs/math.md §5), following Gadhikar et al. 2023.
 
 One run = one candidate law ("uniform": X ~ U[−1, 1]; "product": X = U·V), one tolerance ε, one density p and one
 seed, with ``trials`` independent draws. A draw is n_max candidates X_1..X_{n_max} with ER masks M_i ~ Bernoulli(p)
@@ -6,7 +6,7 @@ and the targets z on a fixed grid of [−1, 1]. For n ≤ n_max the available ca
 first n, and the draw *succeeds* at (n, z) when some subset S of them has |z − Σ_{i∈S} X_i| ≤ ε.
 
 How it is measured exactly: the kept candidates, in order, are i.i.d. from the law (masks are independent of values,
-MATH.md §5 [ours-1]); for each z the exact solver (:func:`construct.subset_sum.smallest_sufficient_prefix`,
+docs/math.md §5 [ours-1]); for each z the exact solver (:func:`construct.subset_sum.smallest_sufficient_prefix`,
 meet-in-the-middle) gives m_needed(z) = the fewest leading survivors that reach z within ε; failure is monotone in
 the prefix, so the draw succeeds at (n, z) iff m_needed(z) ≤ K(n) = Σ_{i≤n} M_i. Survivors beyond the first
 ``survivor_cap`` are not searched: a draw with m_needed > cap is counted as a failure at every n (conservative)
@@ -194,7 +194,7 @@ class SubsetSumExperiment(ScaledSweep):
     """Experiment E6 (registered as ``subset-sum``)."""
 
     name: str = "subset-sum"
-    description: str = "exact subset sum with ER-masked candidates vs n, per density/law/eps (MATH.md §5)"
+    description: str = "exact subset sum with ER-masked candidates vs n, per density/law/eps (docs/math.md §5)"
     scale_settings: dict = field(default_factory=lambda: {
         "smoke": {"seeds": 1, "trials": 100, "laws": ["uniform"], "eps": [1e-2], "densities": [1.0, 0.2]},
         "default": {"seeds": 4, "trials": 500, "laws": ["uniform", "product"], "eps": [1e-2, 1e-3, 1e-4],

@@ -1,4 +1,4 @@
-"""Edge-popup (Ramanujan et al. 2020) inside an ER source, following Gadhikar et al. 2023 (MATH.md §8, E4).
+"""Edge-popup (Ramanujan et al. 2020) inside an ER source, following Gadhikar et al. 2023 (docs/math.md §8, E4).
 
 The weights W (and biases, 0) are frozen; every masked layer gets learnable scores S of W's shape. The forward
 pass uses W ⊙ P with the popup mask
@@ -7,7 +7,7 @@ pass uses W ⊙ P with the popup mask
 
 so P is binary, zero outside the ER mask and has exactly k ones (ties broken by ``torch.topk``). The gradient
 is straight-through through the top-k: ∂L/∂S = sign(S) ⊙ M_ER ⊙ ∂L/∂P (zero outside the ER mask). The dense-source baseline is M_ER = 1.
-Per-layer final densities p_final,l come from the same layer-wise scheme as the source (MATH.md §7); they never
+Per-layer final densities p_final,l come from the same layer-wise scheme as the source (docs/math.md §7); they never
 exceed the source's p_l (every scheme is monotone in the global density).
 """
 from __future__ import annotations

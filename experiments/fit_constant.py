@@ -1,4 +1,4 @@
-"""The fitted subset-sum constant C of n = C·log2(1/ε) (MATH.md §5), from stored E6 results, following Gadhikar et
+"""The fitted subset-sum constant C of n = C·log2(1/ε) (docs/math.md §5), from stored E6 results, following Gadhikar et
 al. 2023 (whose constant, after Lueker 1998, is not explicit).
 
 From the unmasked runs (density 1) of ``python -m experiments run subset-sum``: for every law and ε, the smallest
@@ -117,7 +117,7 @@ def fit_constants(records: list[dict], delta: float = 0.01, confidence: float = 
 def _parser() -> ArgumentParser:
     parser = ArgumentParser(prog="python -m experiments.fit_constant",
                             description="Fit C in n = C*log2(1/eps) (unmasked subset sum reaching every grid target "
-                                        "within eps w.p. >= 1 - delta) from stored E6 results (MATH.md §5).")
+                                        "within eps w.p. >= 1 - delta) from stored E6 results (docs/math.md §5).")
     parser.add_argument("--results", required=True, help="E6 results file (subset-sum.jsonl)")
     parser.add_argument("--delta", type=float, default=0.01, help="failure probability delta (default 0.01)")
     parser.add_argument("--confidence", type=float, default=0.95,

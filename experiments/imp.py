@@ -1,5 +1,5 @@
 """Iterative magnitude pruning (IMP, Frankle & Carbin 2019) restricted to a fixed ER mask, following
-Gadhikar et al. 2023 (MATH.md §8, EXPERIMENTS.md E3).
+Gadhikar et al. 2023 (docs/math.md §8, docs/experiments.md E3).
 
 Level 0 trains the model inside its starting mask M_0 (an ER mask, or all ones for the dense start). Level
 k → k+1 removes the ``prune_fraction`` share of the c_k currently kept weights with the smallest |w|, ranked

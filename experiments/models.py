@@ -1,11 +1,11 @@
-"""Masked models for E2–E4 (EXPERIMENTS.md), following Gadhikar et al. 2023: an MLP, a small CNN for 28×28 and
+"""Masked models for E2–E4 (docs/experiments.md), following Gadhikar et al. 2023: an MLP, a small CNN for 28×28 and
 8×8 inputs, and the CIFAR ResNet-18 of the paper's released code.
 
 Every weight layer is a masked layer (:class:`~experiments.infra.masked.MaskedLinear` /
 :class:`~experiments.infra.masked.MaskedConv2d`, or a subclass passed in ``layer_classes``). Its density p_l comes from
-:func:`theory.densities.layer_densities` over the model's weight shapes in module order (MATH.md §7, any scheme,
+:func:`theory.densities.layer_densities` over the model's weight shapes in module order (docs/math.md §7, any scheme,
 exact or ``compat``). :func:`build_model` builds the architecture, then draws — from one ``torch.Generator`` seeded
-with ``seed``, layer by layer in module order — the ER(p_l) mask (i.i.d. Bernoulli(p_l), MATH.md §1) and the
+with ``seed``, layer by layer in module order — the ER(p_l) mask (i.i.d. Bernoulli(p_l), docs/math.md §1) and the
 weights N(0, std²) with Kaiming-normal std = √(2/fan_in) (or the density-aware √(2/(p_l·fan_in))); biases are 0.
 :func:`density_table` reports the realized density of every layer next to its target and the label.
 """
@@ -184,7 +184,7 @@ def build_architecture(model: str, input_shape, n_classes: int, *, hidden: Seque
 
 
 def weight_shapes(module: nn.Module) -> list[tuple[int, ...]]:
-    """Weight shapes of the masked layers of ``module`` in module order (the input of MATH.md §7)."""
+    """Weight shapes of the masked layers of ``module`` in module order (the input of docs/math.md §7)."""
     return [tuple(m.weight.shape) for m in masked_modules(module)]
 
 
@@ -282,7 +282,7 @@ def density_table(module: nn.Module, scheme: str = "uniform", compat: bool = Fal
 
 @dataclass(frozen=True)
 class BuiltModel:
-    """A seeded sparse model, its per-layer target densities (MATH.md §7) and its realized density table."""
+    """A seeded sparse model, its per-layer target densities (docs/math.md §7) and its realized density table."""
 
     module: nn.Module
     densities: LayerDensities | None
@@ -292,7 +292,7 @@ class BuiltModel:
 def build_model(model: str, input_shape, n_classes: int, *, density: float = 1.0, scheme: str = "uniform",
                 compat: bool = False, seed: int, density_aware_init: bool = False, device="cpu",
                 **architecture) -> BuiltModel:
-    """Build ``model`` with ER masks at global ``density`` distributed by ``scheme`` (MATH.md §7;
+    """Build ``model`` with ER masks at global ``density`` distributed by ``scheme`` (docs/math.md §7;
     ``scheme="dense"`` requires density 1) and weights/masks drawn from ``torch.Generator().manual_seed(seed)``.
 
     ``architecture`` is passed to :func:`build_architecture` (hidden, channels, width, batchnorm_affine,

@@ -1,4 +1,4 @@
-"""Static sparse training of one masked model, following Gadhikar et al. 2023 (MATH.md §8, EXPERIMENTS.md E2–E4).
+"""Static sparse training of one masked model, following Gadhikar et al. 2023 (docs/math.md §8, docs/experiments.md E2–E4).
 
 :func:`train_model` trains an ``nn.Module`` whose weight layers are masked layers with SGD (+momentum, weight
 decay) or Adam, cosine or constant learning rate, optional CIFAR augmentation (random crop with 4-pixel

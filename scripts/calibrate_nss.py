@@ -1,6 +1,6 @@
-"""Calibrate the subset-sum table N_SS(ε, δ', law) of MATH.md §5 by seeded Monte Carlo with the exact solver.
+"""Calibrate the subset-sum table N_SS(ε, δ', law) of docs/math.md §5 by seeded Monte Carlo with the exact solver.
 
-Following Gadhikar et al. 2023 (MATH.md §5): N_SS(ε, δ', law) is the smallest number of unmasked i.i.d.
+Following Gadhikar et al. 2023 (docs/math.md §5): N_SS(ε, δ', law) is the smallest number of unmasked i.i.d.
 candidates such that, for every z on a grid of [−1, 1], the exact best subset misses z by more than ε with
 probability ≤ δ'. For every trial (one draw of k_max candidates) and every grid point z, the exact solver finds
 m_needed = the smallest prefix of the draw that reaches z within ε (failure is monotone in the prefix length for
@@ -139,7 +139,7 @@ def compact_json(document: dict) -> str:
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(
         prog="python scripts/calibrate_nss.py",
-        description="Calibrate the subset-sum table N_SS(eps, delta', law) of MATH.md §5 by seeded Monte Carlo "
+        description="Calibrate the subset-sum table N_SS(eps, delta', law) of docs/math.md §5 by seeded Monte Carlo "
                     "with the exact solver and one-sided Clopper-Pearson bounds; writes JSON atomically.")
     parser.add_argument("--out", required=True, help="output JSON path (e.g. theory/data/nss_table.json)")
     parser.add_argument("--trials", type=int, default=20000,
@@ -178,7 +178,7 @@ def main(argv=None) -> int:
     argv_text = " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     document = {
         "description": (
-            "N_SS(eps, delta', law) of MATH.md §5: smallest number of unmasked i.i.d. candidates such that at every "
+            "N_SS(eps, delta', law) of docs/math.md §5: smallest number of unmasked i.i.d. candidates such that at every "
             "grid point z the exact best subset has error > eps with probability <= delta' (one-sided "
             "Clopper-Pearson upper bound at the stated confidence, per grid point). n_ss[j] belongs to "
             "delta_grid[j]; null = not certified with k_max candidates. p_fail[k] = max over grid z of the observed "

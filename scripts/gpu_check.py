@@ -1,5 +1,5 @@
 """Helpers of ``scripts/gpu_check.sh``: synthetic CIFAR-shaped batch files, and one timed epoch of the CIFAR
-ResNet-18 layerwise experiment (EXPERIMENTS.md E2, paper scale) with its memory, plus the GPU-hour estimates of the
+ResNet-18 layerwise experiment (docs/experiments.md E2, paper scale) with its memory, plus the GPU-hour estimates of the
 paper-scale sweeps derived from the measured times.
 
     python scripts/gpu_check.py write-cifar DIR [--train 50000] [--test 10000] [--seed 0]

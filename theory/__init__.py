@@ -1,5 +1,5 @@
 """theory: the bounds of "Why Random Pruning Is All We Need to Start Sparse" (Gadhikar, Mukherjee, Burkholz,
-ICML 2023) as pure functions, following the precise statements of the project's MATH.md.
+ICML 2023) as pure functions, following the precise statements of docs/math.md.
 
 Only numpy, scipy and sympy are used; importing this package never imports torch.
 

@@ -1,4 +1,4 @@
-"""`python -m theory <command>`: the bounds of MATH.md as command-line tools, following Gadhikar et al. 2023.
+"""`python -m theory <command>`: the bounds of docs/math.md as command-line tools, following Gadhikar et al. 2023.
 
 Commands: lower-bound (§3), densities (§7), widths (§4 weak / §6 strong), check (property-test the bounds).
 Vocabulary: density = fraction of weights kept (sparsity = 1 − density).
@@ -28,16 +28,16 @@ def _build_parser() -> ArgumentParser:
     parser = ArgumentParser(
         prog="python -m theory",
         description="Bounds of 'Why Random Pruning Is All We Need to Start Sparse' (Gadhikar et al. 2023) as computed "
-        "by this project (MATH.md). Density = fraction of weights kept; sparsity = 1 - density.",
+        "by this project (docs/math.md). Density = fraction of weights kept; sparsity = 1 - density.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     lb = sub.add_parser(
         "lower-bound",
-        help="smallest hidden width of a d -> n -> 1 ER network whose inputs are all connected w.p. >= 1 - delta (MATH.md §3)",
+        help="smallest hidden width of a d -> n -> 1 ER network whose inputs are all connected w.p. >= 1 - delta (docs/math.md §3)",
         description="Smallest hidden width n of a d -> n -> 1 network with ER masks M_1 ~ ER(input density) and "
         "M_2 ~ ER(output density) such that every input has a path to the output with probability >= 1 - delta "
-        "(MATH.md §3), with the exact connection probability there and the closed form "
+        "(docs/math.md §3), with the exact connection probability there and the closed form "
         "kappa(p_1)*log(1/(1-(1-delta)^(1/d))).",
     )
     lb.add_argument("--inputs", type=int, required=True, help="number of inputs d (positive integer)")
@@ -50,9 +50,9 @@ def _build_parser() -> ArgumentParser:
 
     de = sub.add_parser(
         "densities",
-        help="per-layer densities of a layer-wise scheme (uniform, erk, balanced, pyramidal; MATH.md §7)",
+        help="per-layer densities of a layer-wise scheme (uniform, erk, balanced, pyramidal; docs/math.md §7)",
         description="Per-layer densities p_l for the weight shapes in a JSON file, at global density p "
-        "(MATH.md §7). Exact budget sum_l p_l N_l = p N unless --compat.",
+        "(docs/math.md §7). Exact budget sum_l p_l N_l = p N unless --compat.",
     )
     de.add_argument("--shapes", required=True,
                     help="JSON file holding a non-empty list of weight shapes, e.g. [[300, 784], [64, 3, 3, 3]] "
@@ -72,7 +72,7 @@ def _build_parser() -> ArgumentParser:
 
     wi = sub.add_parser(
         "widths",
-        help="source widths that contain a weak (MATH.md §4) or strong (§6) ticket for a target w.p. >= 1 - delta",
+        help="source widths that contain a weak (docs/math.md §4) or strong (§6) ticket for a target w.p. >= 1 - delta",
         description="Sufficient source widths of an ER source network that contains a ticket for any target with "
         "the given widths, with probability >= 1 - delta: per-layer source widths, total source parameters, "
         "kept weights of the ticket and the overparameterization factor.",

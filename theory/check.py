@@ -1,5 +1,5 @@
 """Property-test the bounds of the `theory` package against seeded Monte Carlo (the `python -m theory check`
-command), following Gadhikar et al. 2023 and MATH.md §1–§5, §7.
+command), following Gadhikar et al. 2023 and docs/math.md §1–§5, §7.
 
 Each claim yields one :class:`CheckRow`; nothing is printed here. Monte Carlo rows are judged at a fixed
 significance level ``ALPHA`` with a fixed seed, so the verdicts are deterministic:
@@ -93,7 +93,7 @@ def _mc_row(claim: str, parameters: str, successes: int, trials: int, bound: flo
 
 def simulate_all_connected(rng: np.random.Generator, inputs: int, width: int, input_density: float,
                            output_density: float, trials: int, chunk_elements: int = 4_000_000) -> int:
-    """Number of trials in which every input of d → n → 1 is connected (MATH.md §3), drawing the full masks
+    """Number of trials in which every input of d → n → 1 is connected (docs/math.md §3), drawing the full masks
     M_1 ~ ER(p_1) (n×d) and M_2 ~ ER(p_2) (1×n) from ``rng`` and evaluating them with
     :func:`theory.lower_bound.connected_inputs`' rule (batched)."""
     per = max(1, chunk_elements // max(1, width * inputs))
@@ -108,7 +108,7 @@ def simulate_all_connected(rng: np.random.Generator, inputs: int, width: int, in
 
 
 def simulate_weak_success(rng: np.random.Generator, widths, trials: int) -> int:
-    """Number of trials in which every edge-existence event of the weak construction (MATH.md §4.3) holds for a
+    """Number of trials in which every edge-existence event of the weak construction (docs/math.md §4.3) holds for a
     dense target, given :class:`theory.weak_widths.WeakWidths` ``widths``:
 
     - t = 1: for every copy s of every target neuron i (r_2 copies) and every input j and sign ±, some unit u of
@@ -239,7 +239,7 @@ def _density_rows(rng: np.random.Generator, budget: str) -> list[CheckRow]:
 
 
 def _subset_sum_rows(rng: np.random.Generator, budget: str) -> list[CheckRow]:
-    """[ours-1] of MATH.md §5: at n = thinning_width, K ~ Bin(n, p) survivors reach N_SS(ε, δ/2) w.p. ≥ 1 − δ/2."""
+    """[ours-1] of docs/math.md §5: at n = thinning_width, K ~ Bin(n, p) survivors reach N_SS(ε, δ/2) w.p. ≥ 1 − δ/2."""
     from theory.subset_sum import nss, thinning_width
 
     claim = "subset sum [ours-1]: P(K >= N_SS) >= 1 - delta/2 at the thinning width"

@@ -1,4 +1,4 @@
-"""Layer-wise density schemes (MATH.md §7), following Gadhikar et al. 2023 and their released code.
+"""Layer-wise density schemes (docs/math.md §7), following Gadhikar et al. 2023 and their released code.
 
 Layers l = 1..L with N_l weights, N = Σ N_l, global density p. Each scheme returns per-layer densities
 p_l ∈ (0, 1] with Σ p_l·N_l = p·N (exact up to float), except in compatibility mode, where balanced and ERK
@@ -130,7 +130,7 @@ def _pyramidal(numels: np.ndarray, density: float) -> np.ndarray:
 
 
 def layer_densities(shapes, density, scheme, compat=False) -> LayerDensities:
-    """Per-layer densities p_l for the weight ``shapes`` at global density p = ``density`` (MATH.md §7).
+    """Per-layer densities p_l for the weight ``shapes`` at global density p = ``density`` (docs/math.md §7).
 
     Schemes: "uniform" p_l = p; "erk" p_l = min(1, c·raw_l), raw_l = (sum of the layer's dims)/N_l;
     "balanced" every layer keeps the same X weights, layers with N_l ≤ X dense (water-filling);

@@ -1,7 +1,7 @@
-"""The ER factor κ(p) = 1 / log(1/(1 − p)) = −1 / log1p(−p) (MATH.md §1), following Gadhikar et al. 2023.
+"""The ER factor κ(p) = 1 / log(1/(1 − p)) = −1 / log1p(−p) (docs/math.md §1), following Gadhikar et al. 2023.
 
 κ(p) is the number of candidate edges, in units of log(1/δ'), that an ER(p) mask needs so that at least one of
-them is kept with probability ≥ 1 − δ' (MATH.md §2). It satisfies (1 − p)/p ≤ κ(p) ≤ 1/p,
+them is kept with probability ≥ 1 − δ' (docs/math.md §2). It satisfies (1 − p)/p ≤ κ(p) ≤ 1/p,
 κ(p) = 1/p − 1/2 − p/12 + O(p²) as p → 0 and κ(1) = 0.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ __all__ = ["er_factor"]
 
 
 def er_factor(density):
-    """κ(p) = −1 / log1p(−p) for a density p ∈ (0, 1] (MATH.md §1).
+    """κ(p) = −1 / log1p(−p) for a density p ∈ (0, 1] (docs/math.md §1).
 
     Computed with ``log1p`` so that it stays exact for tiny densities (``er_factor(1e-17)`` ≈ 1e17, where
     the naive −1/log(1 − p) returns inf) down to 1e−300; κ(1) = 0; ``math.inf`` (no warning) for subnormal

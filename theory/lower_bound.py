@@ -1,4 +1,4 @@
-"""The 3-layer lower bound of MATH.md §3 [ours], following Gadhikar et al. 2023.
+"""The 3-layer lower bound of docs/math.md §3 [ours], following Gadhikar et al. 2023.
 
 Source: d inputs → n hidden units → output(s), masks M_1 ~ ER(p_1) (n×d) and M_2 ~ ER(p_2) (k×n). Input j can
 influence the output only if it has a path through some hidden unit u with M_1[u, j] = 1 and M_2[·, u] ≠ 0.
@@ -169,7 +169,7 @@ def _log_connection_and_failure(d: int, n: int, p1: float, p2: float) -> tuple[f
 
 
 def connection_probability(inputs, width, input_density, output_density=1.0) -> float:
-    """P(all d inputs connected) = E_K[(1 − (1 − p_1)^K)^d], K ~ Bin(n, p_2) (MATH.md §3).
+    """P(all d inputs connected) = E_K[(1 − (1 − p_1)^K)^d], K ~ Bin(n, p_2) (docs/math.md §3).
 
     ``inputs`` = d, ``width`` = n hidden units, ``input_density`` = p_1 (density of M_1),
     ``output_density`` = p_2 (density of M_2). Summed over k in log space (log1p/expm1), so it is accurate
@@ -186,7 +186,7 @@ def connection_probability(inputs, width, input_density, output_density=1.0) -> 
 
 
 def disconnection_probability(inputs, width, input_density, output_density=1.0) -> float:
-    """1 − connection_probability, computed directly: E_K[1 − (1 − (1 − p_1)^K)^d] (MATH.md §3).
+    """1 − connection_probability, computed directly: E_K[1 − (1 − (1 − p_1)^K)^d] (docs/math.md §3).
 
     Accurate with full relative precision when it is tiny (e.g. 1e−30), where 1 − connection_probability
     would round to 0.
@@ -199,7 +199,7 @@ def disconnection_probability(inputs, width, input_density, output_density=1.0) 
 
 
 def lower_bound_width_closed_form(inputs, input_density, delta) -> float:
-    """n* = κ(p_1) · log(1 / (1 − (1 − δ)^{1/d})) (MATH.md §3, p_2 = 1): real-valued width at which
+    """n* = κ(p_1) · log(1 / (1 − (1 − δ)^{1/d})) (docs/math.md §3, p_2 = 1): real-valued width at which
     (1 − (1 − p_1)^n)^d = 1 − δ. 1 − (1 − δ)^{1/d} is computed as −expm1(log1p(−δ)/d)."""
     d = check_positive_int(inputs, "inputs")
     p1 = check_density(input_density, "input_density")
@@ -211,7 +211,7 @@ def lower_bound_width_closed_form(inputs, input_density, delta) -> float:
 
 
 def lower_bound_width(inputs, input_density, delta, output_density=1.0) -> int:
-    """Smallest integer width n with connection_probability(d, n, p_1, p_2) ≥ 1 − δ (MATH.md §3).
+    """Smallest integer width n with connection_probability(d, n, p_1, p_2) ≥ 1 − δ (docs/math.md §3).
 
     The connection probability is non-decreasing in n, so the answer is found by bisection on integers
     (tested as: n satisfies the bound, n − 1 does not; for widths above 2^53 the answer is minimal only up to
@@ -252,7 +252,7 @@ def lower_bound_width(inputs, input_density, delta, output_density=1.0) -> int:
 
 def connected_inputs(input_mask, output_mask) -> np.ndarray:
     """Boolean vector over the d inputs: j is connected iff some hidden u has M_1[u, j] and M_2[o, u] for some
-    output o (MATH.md §3). ``input_mask`` = M_1 (n×d), ``output_mask`` = M_2 (k×n; a length-n vector is read
+    output o (docs/math.md §3). ``input_mask`` = M_1 (n×d), ``output_mask`` = M_2 (k×n; a length-n vector is read
     as 1×n). Entries must be booleans or 0/1."""
     m1 = _as_mask(input_mask, "input_mask")
     m2 = _as_mask(output_mask, "output_mask")
@@ -281,7 +281,7 @@ def _as_mask(mask, name: str) -> np.ndarray:
 
 
 def uniform_variance(low, high) -> float:
-    """Var(x) = (high − low)² / 12 for x ~ U[low, high] (the inputs of MATH.md §3 live in a box [a, b])."""
+    """Var(x) = (high − low)² / 12 for x ~ U[low, high] (the inputs of docs/math.md §3 live in a box [a, b])."""
     lo = float(low) if _finite(low) else None
     hi = float(high) if _finite(high) else None
     if lo is None or hi is None or not hi > lo:
@@ -297,7 +297,7 @@ def _finite(x) -> bool:
 
 
 def error_floor(teacher_weight, connected, input_variance) -> float:
-    """Σ_{j not connected} w_j² Var(x_j) (MATH.md §3 "Error floor"): the least mean-squared error any function of
+    """Σ_{j not connected} w_j² Var(x_j) (docs/math.md §3 "Error floor"): the least mean-squared error any function of
     the connected inputs reaches for an affine-on-the-box target with independent inputs.
 
     ``teacher_weight`` = w (length d), ``connected`` = boolean vector of length d (see
@@ -323,7 +323,7 @@ def error_floor(teacher_weight, connected, input_variance) -> float:
 
 @dataclass(frozen=True)
 class LowerBoundSummary:
-    """The 3-layer lower bound at one setting (MATH.md §3): ``width`` = smallest n with
+    """The 3-layer lower bound at one setting (docs/math.md §3): ``width`` = smallest n with
     P(all inputs connected) ≥ 1 − δ, the probability there and at n − 1, κ(p_1) and the closed form
     κ(p_1)·log(1/(1 − (1 − δ)^{1/d})) (which assumes output_density = 1)."""
 
@@ -342,7 +342,7 @@ class LowerBoundSummary:
 
 
 def lower_bound_summary(inputs, input_density, delta, output_density=1.0) -> LowerBoundSummary:
-    """Collect :func:`lower_bound_width` and the quantities around it into one record (MATH.md §3)."""
+    """Collect :func:`lower_bound_width` and the quantities around it into one record (docs/math.md §3)."""
     n = lower_bound_width(inputs, input_density, delta, output_density)
     return LowerBoundSummary(
         inputs=int(inputs),

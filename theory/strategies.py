@@ -1,18 +1,18 @@
-"""Hypothesis strategies for the objects of MATH.md, for this project's tests and for users' property tests.
+"""Hypothesis strategies for the objects of docs/math.md, for this project's tests and for users' property tests.
 
 Needs the ``hypothesis`` package (the ``test`` extra: ``pip install -e ".[test]"``); ``import theory`` never imports
 this module, so hypothesis is not a dependency of the package itself.
 
 Strategies (each a function returning a ``hypothesis`` strategy; keyword arguments bound the draws):
 
-- :func:`densities` — a density p ∈ (0, 1] (fraction of weights kept; MATH.md §1).
+- :func:`densities` — a density p ∈ (0, 1] (fraction of weights kept; docs/math.md §1).
 - :func:`deltas` — a failure budget δ ∈ (0, 1).
 - :func:`epsilons` — an error tolerance ε ∈ (0, 1).
-- :func:`widths` — layer widths (n_0, …, n_L) of an MLP target (MATH.md §1).
+- :func:`widths` — layer widths (n_0, …, n_L) of an MLP target (docs/math.md §1).
 - :func:`linear_shapes`, :func:`conv_shapes`, :func:`layer_shapes`, :func:`shape_lists` — weight shapes
-  ``[n_out, n_in]`` / ``[c_out, c_in, k_h, k_w]`` as the layer-wise density schemes take them (MATH.md §7).
+  ``[n_out, n_in]`` / ``[c_out, c_in, k_h, k_w]`` as the layer-wise density schemes take them (docs/math.md §7).
 - :func:`targets` — a ReLU MLP target as ``(weights, biases)`` lists of float64 arrays, W_t of shape (n_t, n_{t−1}),
-  accepted by ``construct.make_target(weights, biases)`` (MATH.md §1).
+  accepted by ``construct.make_target(weights, biases)`` (docs/math.md §1).
 
 :func:`register_profiles` registers the project's two Hypothesis profiles ("ci": derandomized, no deadline — the
 same examples on every run; "dev": no deadline) and loads "ci" when the environment variable ``CI`` is true.
@@ -97,7 +97,7 @@ def layer_shapes(max_features: int = 1000, max_channels: int = 256, max_kernel: 
 
 
 def shape_lists(min_layers: int = 1, max_layers: int = 12, **shape_bounds) -> st.SearchStrategy[list[list[int]]]:
-    """Lists of weight shapes, the input of ``theory.layer_densities`` (MATH.md §7); ``shape_bounds`` go to
+    """Lists of weight shapes, the input of ``theory.layer_densities`` (docs/math.md §7); ``shape_bounds`` go to
     :func:`layer_shapes`."""
     return st.lists(layer_shapes(**shape_bounds), min_size=min_layers, max_size=max_layers)
 
@@ -118,7 +118,7 @@ def _targets(draw, widths_strategy, scale: float, sparse: bool, biases: bool):
 
 def targets(widths_strategy: st.SearchStrategy[list[int]] | None = None, *, scale: float = 1.0, sparse: bool = True,
             biases: bool = True) -> st.SearchStrategy[tuple[list[np.ndarray], list[np.ndarray]]]:
-    """ReLU MLP targets (MATH.md §1) as ``(weights, biases)``: weights W_t of shape (n_t, n_{t−1}) and biases b_t
+    """ReLU MLP targets (docs/math.md §1) as ``(weights, biases)``: weights W_t of shape (n_t, n_{t−1}) and biases b_t
     of shape (n_t,), float64 entries in [−scale, scale]; ``sparse=True`` also zeroes an arbitrary subset of
     weights (so m_t < n_t·n_{t−1} is exercised); ``biases=False`` gives zero biases. Widths come from
     ``widths_strategy`` (default :func:`widths`). Use with ``construct.make_target(weights, biases)``."""

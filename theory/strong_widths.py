@@ -1,13 +1,13 @@
-"""Sufficient source widths for strong tickets inside ER sources (MATH.md §6) [ours], following Gadhikar et al.
+"""Sufficient source widths for strong tickets inside ER sources (docs/math.md §6) [ours], following Gadhikar et al.
 2023 (L+1 construction after Burkholz 2022, 2L construction after Pensia et al. 2020, with ER thinning).
 
 Every subset-sum instance needs N_SS(ε_t, δ'/2, law) surviving candidates, where δ' = δ / (#instances) (union
 bound) and law is "product" (products of two source weights) or "uniform". Candidates survive the ER masks
-independently with an *availability* a, so with the binomial-thinning margin [ours-1] of MATH.md §5 a group of
+independently with an *availability* a, so with the binomial-thinning margin [ours-1] of docs/math.md §5 a group of
 
     n(ε, δ', a, law) = ⌈(2·N + 8·log(2/δ')) / a⌉,   N = a_b·k = search_plan(ε_eff, δ'/2, law).total,
 
-candidates fails with probability ≤ δ' (binomial thinning [ours-1] of MATH.md §5 with N searched candidates).
+candidates fails with probability ≤ δ' (binomial thinning [ours-1] of docs/math.md §5 with N searched candidates).
 **What the solver searches** (issue 14): one exact search covers at most k ≤ SOLVER_MAX_CANDIDATES = 40 candidates
 (:data:`theory.subset_sum.SOLVER_MAX_CANDIDATES`, imported by ``construct.subset_sum`` as its prefix cap). When
 N_SS(ε_eff, δ'/2) > 40, the plan uses a_b independent blocks of k = N_SS(ε_eff, (δ'/2)^{1/a_b}) ≤ 40 candidates,
@@ -66,7 +66,7 @@ FLOAT32_MIN_TOLERANCE = 2.0 * 40 * 2.0 ** -22
 
 def backward_layer_tolerance(eps: float, num_layers: int, input_bound_l1: float,
                              downstream_amplification: float) -> float:
-    """ε_t = ε / (L · (‖B_{t−1}‖_1 + 1) · Π_{k>t} Λ_k) (MATH.md §6 tolerance split);
+    """ε_t = ε / (L · (‖B_{t−1}‖_1 + 1) · Π_{k>t} Λ_k) (docs/math.md §6 tolerance split);
     ``downstream_amplification`` is the product Π_{k>t} Λ_k (1 for the last layer)."""
     eps = check_positive_real(eps, "eps")
     if isinstance(num_layers, bool) or int(num_layers) != num_layers or num_layers < 1:
@@ -114,7 +114,7 @@ def input_bounds_l1(target_widths, weight_bound: float = 1.0, box=(-1.0, 1.0)) -
 
 @dataclass(frozen=True)
 class StrongWidths:
-    """Widths of the strong-ticket constructions of MATH.md §6 (see the module docstring for every formula).
+    """Widths of the strong-ticket constructions of docs/math.md §6 (see the module docstring for every formula).
 
     ``groups``: l+1: {"g", "g0", "r": (r_2..r_L), "c": (c_2..c_L)}; 2l: {"k": (k_1..k_L), "g0": (g0_1..g0_L)}.
     ``candidates``: per target layer t, {"weight": n per part, "bias": n per part, "const": n} (group sizes per
@@ -172,7 +172,7 @@ def _plan(eps, delta, law, dtype):
 
 
 def _thin(eps, delta, availability, law, dtype):
-    """[ours-1] of MATH.md §5 with the searched candidates: ⌈(2·a·k + 8·log(2/δ'))/availability⌉ for the plan a·k.
+    """[ours-1] of docs/math.md §5 with the searched candidates: ⌈(2·a·k + 8·log(2/δ'))/availability⌉ for the plan a·k.
     A group of 2^63 units or more (tiny ε, δ' or availability, including an availability that underflows to 0) is
     refused with WidthOverflowError."""
     what = f"a subset-sum group (eps={eps:.3g}, delta'={delta:.3g}, availability={availability:.3g})"
@@ -270,7 +270,7 @@ def _layout(construction, n, dens, eps_t, delta_i, P, biases, dtype):
 def strong_widths(target_widths, density, delta, *, eps=None, instance_eps=None, construction="l+1",
                   biases=True, weight_bound=1.0, box=(-1.0, 1.0), source_dtype=None) -> StrongWidths:
     """Sufficient widths of an ER source containing a strong ticket of any target with widths (n_0, …, n_L),
-    |weights|, |biases| ≤ ``weight_bound``, with probability ≥ 1 − δ (MATH.md §6; formulas in the module
+    |weights|, |biases| ≤ ``weight_bound``, with probability ≥ 1 − δ (docs/math.md §6; formulas in the module
     docstring). Exactly one of ``eps`` (network sup-error; forward split) and ``instance_eps`` (per-instance
     tolerance, one value or one per target layer) must be given. ``density``: one value or one per source layer
     (L+1 for "l+1", 2L for "2l"). ``source_dtype``: "float32", "float64" or None (float32 iff every per-instance

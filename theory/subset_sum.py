@@ -1,6 +1,6 @@
-"""Subset sum with masked candidates: the calibrated table N_SS and the width bounds of MATH.md §5.
+"""Subset sum with masked candidates: the calibrated table N_SS and the width bounds of docs/math.md §5.
 
-Following Gadhikar et al. 2023 (MATH.md §5). The subset-sum constant of Lueker (1998) is not explicit, so the
+Following Gadhikar et al. 2023 (docs/math.md §5). The subset-sum constant of Lueker (1998) is not explicit, so the
 project calibrates N_SS(ε, δ', law) — the smallest number of *unmasked* i.i.d. candidates (law "uniform":
 X ~ U[−1, 1]; "product": X = U·V) such that for every z on a grid of [−1, 1] the exact best subset misses z by
 more than ε with probability ≤ δ' — by seeded Monte Carlo with an exact solver and one-sided Clopper–Pearson
@@ -105,7 +105,7 @@ class NssLookup:
 
 @dataclass(frozen=True)
 class BlockWidth:
-    """[ours-2] of MATH.md §5: ``blocks`` = N_SS(ε, δ/2) blocks of ``block_size`` k = ⌈κ(p)·log(2·N_SS/δ)⌉ (at
+    """[ours-2] of docs/math.md §5: ``blocks`` = N_SS(ε, δ/2) blocks of ``block_size`` k = ⌈κ(p)·log(2·N_SS/δ)⌉ (at
     least 1) candidates each; ``total`` = blocks·k. Every block keeps ≥ 1 candidate w.p. ≥ 1 − δ/2, and one survivor
     per block gives N_SS i.i.d. candidates, which fail w.p. ≤ δ/2."""
 
@@ -143,7 +143,7 @@ def _calibrated(row: dict, j: int, law: str, table: dict) -> float:
 
 
 def _delta_resolved(values_by_delta, delta: float, delta_grid):
-    """N at one ε from the calibrated column values (one per δ' grid value) — MATH.md §5 extrapolation rule.
+    """N at one ε from the calibrated column values (one per δ' grid value) — docs/math.md §5 extrapolation rule.
 
     Returns (value (float), delta_used, interpolated, extrapolated)."""
     grid = list(delta_grid)  # descending: 1e-1, 1e-2, 1e-3
@@ -163,7 +163,7 @@ def _delta_resolved(values_by_delta, delta: float, delta_grid):
 
 
 def nss_lookup(eps: float, delta: float, law: str = "uniform") -> NssLookup:
-    """N_SS(ε, δ', law) from the calibrated table (MATH.md §5), with flags saying how it was obtained.
+    """N_SS(ε, δ', law) from the calibrated table (docs/math.md §5), with flags saying how it was obtained.
 
     Rules (all conservative or explicitly flagged):
     - ε and δ' on the grid (ε ∈ {1e−1, …, 1e−5}, δ' ∈ {1e−1, 1e−2, 1e−3}): the Monte Carlo entry.
@@ -253,7 +253,7 @@ def nss(eps: float, delta: float, law: str = "uniform") -> int:
 
 
 def thinning_width(eps: float, delta: float, density: float, law: str = "uniform") -> int:
-    """[ours-1] of MATH.md §5: n = ⌈(2·N_SS(ε, δ/2) + 8·log(2/δ)) / p⌉ masked candidates.
+    """[ours-1] of docs/math.md §5: n = ⌈(2·N_SS(ε, δ/2) + 8·log(2/δ)) / p⌉ masked candidates.
 
     The survivors are K ~ Bin(n, p) i.i.d. candidates; E K ≥ 2·N_SS + 8·log(2/δ) gives P(K < N_SS) ≤ δ/2
     (Chernoff), and N_SS(ε, δ/2) survivors fail w.p. ≤ δ/2, so the instance succeeds w.p. ≥ 1 − δ. Overhead 1/p.
@@ -266,7 +266,7 @@ def thinning_width(eps: float, delta: float, density: float, law: str = "uniform
 
 def candidate_resolution(dtype: str, law: str = "uniform") -> float:
     """Largest distance between a subset-sum candidate built from drawn source weights and its continuous coupling
-    (MATH.md §5 calibrates continuous U[−1, 1] weights): r for a weight ("uniform"), 2·r for a product v·|w| of two
+    (docs/math.md §5 calibrates continuous U[−1, 1] weights): r for a weight ("uniform"), 2·r for a product v·|w| of two
     weights (|v·w − ṽ·w̃| ≤ |v − ṽ|·|w| + |ṽ|·|w − w̃| ≤ 2r), with r = :data:`WEIGHT_RESOLUTION` [dtype]."""
     dtype = check_choice(dtype, "source_dtype", SOURCE_DTYPES)
     law = check_choice(law, "law", LAWS)
@@ -275,7 +275,7 @@ def candidate_resolution(dtype: str, law: str = "uniform") -> float:
 
 def effective_tolerance(eps: float, dtype: str, law: str = "uniform", max_chosen: int = SOLVER_MAX_CANDIDATES) -> float:
     """ε_eff = ε − C·ρ: the tolerance the calibrated (continuous) N_SS must meet so that drawn weights of spacing
-    ρ = :func:`candidate_resolution` meet ε (MATH.md §5, [ours]): couple every drawn candidate c̃ with a continuous
+    ρ = :func:`candidate_resolution` meet ε (docs/math.md §5, [ours]): couple every drawn candidate c̃ with a continuous
     c, |c − c̃| ≤ ρ; a subset S of at most C = ``max_chosen`` continuous candidates with |Σ_S c − z| ≤ ε_eff gives
     |Σ_S c̃ − z| ≤ ε_eff + |S|·ρ ≤ ε. Returns a value ≤ 0 when ε is below the weights' resolution."""
     eps = check_positive_real(eps, "eps")
@@ -284,7 +284,7 @@ def effective_tolerance(eps: float, dtype: str, law: str = "uniform", max_chosen
 
 @dataclass(frozen=True)
 class SearchPlan:
-    """How many candidates one subset-sum instance needs and how the solver searches them (MATH.md §5, [ours]).
+    """How many candidates one subset-sum instance needs and how the solver searches them (docs/math.md §5, [ours]).
 
     ``blocks`` disjoint blocks of ``block`` i.i.d. candidates each (``total`` = blocks·block), every block searched
     exactly on its own (``block`` ≤ :data:`SOLVER_MAX_CANDIDATES`), the best block taken. A block fails with
@@ -339,7 +339,7 @@ def search_plan(eps: float, delta: float, law: str = "uniform", max_block: int =
 
 
 def block_width(eps: float, delta: float, density: float, law: str = "uniform") -> BlockWidth:
-    """[ours-2] of MATH.md §5: N_SS = N_SS(ε, δ/2) blocks of k = ⌈κ(p)·log(2·N_SS/δ)⌉ (≥ 1) candidates.
+    """[ours-2] of docs/math.md §5: N_SS = N_SS(ε, δ/2) blocks of k = ⌈κ(p)·log(2·N_SS/δ)⌉ (≥ 1) candidates.
 
     Total n = N_SS·k — the κ(p) form with an extra log factor; equals N_SS at p = 1 (κ(1) = 0, k = 1).
     """
@@ -367,7 +367,7 @@ def failure_curve(eps: float, law: str = "uniform") -> np.ndarray:
 
 
 def mixture_success_probability(n: int, density: float, eps: float, law: str = "uniform") -> float:
-    """Σ_k Bin(k; n, p)·(1 − P_fail(k, ε)) (MATH.md §5): the success probability of n masked candidates.
+    """Σ_k Bin(k; n, p)·(1 − P_fail(k, ε)) (docs/math.md §5): the success probability of n masked candidates.
 
     P_fail(k) for k > k_max is replaced by P_fail(k_max) (an upper bound: failure is non-increasing in k).
     ``eps`` must be a calibrated grid value.
@@ -390,7 +390,7 @@ FITTED_CONSTANT = {"uniform": 2.56, "product": 3.76}
 
 
 def fitted_width(eps: float, law: str = "uniform") -> int:
-    """⌈C·log2(1/ε)⌉ with the fitted C of :data:`FITTED_CONSTANT` (unmasked candidates, δ = 0.01; MATH.md §5)."""
+    """⌈C·log2(1/ε)⌉ with the fitted C of :data:`FITTED_CONSTANT` (unmasked candidates, δ = 0.01; docs/math.md §5)."""
     eps = check_open_unit(eps, "eps")
     law = check_choice(law, "law", tuple(FITTED_CONSTANT))
     return int(math.ceil(FITTED_CONSTANT[law] * math.log2(1.0 / eps) - 1e-12))
@@ -398,7 +398,7 @@ def fitted_width(eps: float, law: str = "uniform") -> int:
 
 def paper_literal_width(eps: float, delta: float, density: float, constant: float | None = None,
                         law: str = "uniform") -> int:
-    """⌈C·κ(p)·log(1/min(ε, δ))⌉: the paper's shape of the masked subset-sum width, read literally (MATH.md §5).
+    """⌈C·κ(p)·log(1/min(ε, δ))⌉: the paper's shape of the masked subset-sum width, read literally (docs/math.md §5).
 
     ``constant=None`` uses the fitted constant of :data:`FITTED_CONSTANT` for ``law``, converted from log2 to the
     natural log (C / ln 2). With a fixed C this FAILS as p → 1: κ(p) → 0 (the width is 0 at p = 1), while 2^n

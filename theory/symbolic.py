@@ -1,4 +1,4 @@
-"""Symbolic (sympy) derivations of the facts the numerics rely on (MATH.md §1–§3), following Gadhikar et al. 2023.
+"""Symbolic (sympy) derivations of the facts the numerics rely on (docs/math.md §1–§3), following Gadhikar et al. 2023.
 
 Each function returns sympy expressions; the tests lambdify them and compare with the numeric functions of
 :mod:`theory.er_factor` and :mod:`theory.lower_bound` on grids. Symbols: p = density ∈ (0, 1), n = width,
@@ -32,13 +32,13 @@ _IN_UNIT = sp.Q.positive(p) & sp.Q.positive(1 - p)
 
 
 def er_factor_expr() -> sp.Expr:
-    """κ(p) = 1 / log(1/(1 − p)) (MATH.md §1)."""
+    """κ(p) = 1 / log(1/(1 − p)) (docs/math.md §1)."""
     return 1 / sp.log(1 / (1 - p))
 
 
 def er_factor_series(order: int = 3) -> tuple[sp.Expr, sp.Expr]:
     """(polynomial part, order term) of the Laurent series of κ at p = 0 up to O(p^order):
-    κ(p) = 1/p − 1/2 − p/12 − p²/24 + O(p³) for order = 3 (MATH.md §1)."""
+    κ(p) = 1/p − 1/2 − p/12 − p²/24 + O(p³) for order = 3 (docs/math.md §1)."""
     order = check_positive_int(order, "order")
     s = sp.series(er_factor_expr(), p, 0, order)
     return s.removeO(), s.getO()
@@ -59,7 +59,7 @@ class LogBound:
 
 
 def log_bounds() -> tuple[LogBound, LogBound]:
-    """p ≤ log(1/(1−p)) ≤ p/(1−p) for 0 < p < 1 (MATH.md §1), each side by derivative signs: both gaps vanish at
+    """p ≤ log(1/(1−p)) ≤ p/(1−p) for 0 < p < 1 (docs/math.md §1), each side by derivative signs: both gaps vanish at
     p = 0 and have derivatives p/(1−p) > 0 and p/(1−p)² > 0. Hence (1−p)/p ≤ κ(p) ≤ 1/p."""
     log_term = sp.log(1 / (1 - p))
     out = []
@@ -78,7 +78,7 @@ def log_bounds() -> tuple[LogBound, LogBound]:
 
 
 def er_factor_limits() -> dict[str, sp.Expr]:
-    """Limits of κ: p → 0+ (∞), p → 1− (0), and p·κ(p) → 1 as p → 0 (MATH.md §1)."""
+    """Limits of κ: p → 0+ (∞), p → 1− (0), and p·κ(p) → 1 as p → 0 (docs/math.md §1)."""
     k = er_factor_expr()
     return {
         "kappa_at_0": sp.limit(k, p, 0, "+"),
@@ -88,14 +88,14 @@ def er_factor_limits() -> dict[str, sp.Expr]:
 
 
 def miss_probability_width() -> sp.Expr:
-    """The n solving (1 − p)^n = δ, i.e. n = log(δ)/log(1 − p) = κ(p)·log(1/δ) (MATH.md §2): with n candidate
+    """The n solving (1 − p)^n = δ, i.e. n = log(δ)/log(1 − p) = κ(p)·log(1/δ) (docs/math.md §2): with n candidate
     edges or more, P(no kept edge) = (1 − p)^n ≤ δ (the left side decreases in n)."""
     (sol,) = sp.solve(sp.Eq((1 - p) ** n, delta), n)
     return sol
 
 
 def lower_bound_width_expr() -> sp.Expr:
-    """The n solving (1 − (1 − p)^n)^d = 1 − δ (MATH.md §3, p_2 = 1):
+    """The n solving (1 − (1 − p)^n)^d = 1 − δ (docs/math.md §3, p_2 = 1):
     n = log(1 − (1 − δ)^{1/d}) / log(1 − p) = κ(p)·log(1/(1 − (1 − δ)^{1/d}))."""
     (sol,) = sp.solve(sp.Eq((1 - (1 - p) ** n) ** d, 1 - delta), n)
     return sol

@@ -1,6 +1,6 @@
 """Binomial tests for seeded Monte Carlo claims, for this project's tests and for users' own test suites.
 
-A claim "event E holds with probability ≥ 1 − δ" (MATH.md §2–§6) is checked by counting successes in a seeded
+A claim "event E holds with probability ≥ 1 − δ" (docs/math.md §2–§6) is checked by counting successes in a seeded
 simulation and asking whether the count is *significantly* below what the claim allows: a one-sided exact binomial
 test (``scipy.stats.binomtest``) at level ``alpha``. With a fixed seed the verdict is deterministic; with a valid
 claim a test fails with probability at most ``alpha`` over seeds. Every failure message states the observed rate
@@ -110,7 +110,7 @@ def assert_binomial(successes: int, trials: int, rate: float, alpha: float = DEF
     """Assert that ``successes`` is a plausible draw of Binomial(``trials``, ``rate``) (two-sided exact test).
 
     Raises ``AssertionError`` when ``binomtest(successes, trials, rate).pvalue`` is at most ``alpha``. Returns the
-    p-value. Example: an ER(p) mask (MATH.md §1) with ``m.sum()`` kept entries of ``m.size``:
+    p-value. Example: an ER(p) mask (docs/math.md §1) with ``m.sum()`` kept entries of ``m.size``:
     ``assert_binomial(int(m.sum()), m.size, p)``.
     """
     successes, trials, rate, alpha = _check(successes, trials, "rate", rate, alpha)

@@ -4,7 +4,7 @@ Every check raises ``ValueError`` with a one-line message that names the paramet
 what is allowed, e.g. ``density=1.5 is out of range: allowed (0, 1]``. The command lines turn these into a
 one-line error and exit status 2 (see :mod:`theory.cli`).
 
-Vocabulary (MATH.md §1): *density* p is the fraction of weights kept, *sparsity* is 1 − p.
+Vocabulary (docs/math.md §1): *density* p is the fraction of weights kept, *sparsity* is 1 − p.
 """
 from __future__ import annotations
 

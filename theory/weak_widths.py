@@ -1,4 +1,4 @@
-"""Sufficient source widths for weak tickets inside an ER source of depth L+1 (MATH.md §4) [ours],
+"""Sufficient source widths for weak tickets inside an ER source of depth L+1 (docs/math.md §4) [ours],
 following Gadhikar et al. 2023.
 
 Construction (§4): a lifting layer of 2·g units per input (groups G_j^±), then r_{t+1} copies of every neuron of
@@ -20,7 +20,7 @@ __all__ = ["WeakWidths", "weak_widths", "per_layer_densities"]
 
 @dataclass(frozen=True)
 class WeakWidths:
-    """Widths and sizes of the weak-ticket construction of MATH.md §4.
+    """Widths and sizes of the weak-ticket construction of docs/math.md §4.
 
     - ``target_widths`` (n_0, …, n_L); ``nonzeros`` (m_1, …, m_L); ``densities`` (p_1, …, p_{L+1}), one per
       source layer; ``delta`` δ.
@@ -69,7 +69,7 @@ def per_layer_densities(density, layers: int, name: str = "density") -> tuple[fl
 
 
 def _kappa_log_ceil(density: float, log_argument: float, what: str, density_name: str) -> int:
-    """max(1, ⌈κ(p)·log(x)⌉) given log(x) (MATH.md §2); κ(1) = 0 gives 1. A density so small that κ(p)
+    """max(1, ⌈κ(p)·log(x)⌉) given log(x) (docs/math.md §2); κ(1) = 0 gives 1. A density so small that κ(p)
     overflows (p below ~1e−308, e.g. a product p_1·p_2 that underflows to 0) or a width of 2^63 units or more is
     refused with :class:`theory.validation.WidthOverflowError` naming ``what``."""
     k = math.inf if density == 0.0 else er_factor(density)
@@ -82,7 +82,7 @@ def _kappa_log_ceil(density: float, log_argument: float, what: str, density_name
 
 def weak_widths(target_widths, density, delta, nonzeros=None) -> WeakWidths:
     """Sufficient widths of an ER source of depth L+1 that contains a weak ticket for any target with widths
-    (n_0, …, n_L) and m_t nonzero weights in layer t, with probability ≥ 1 − δ (MATH.md §4.3).
+    (n_0, …, n_L) and m_t nonzero weights in layer t, with probability ≥ 1 − δ (docs/math.md §4.3).
 
     ``density``: one density for every source layer, or L+1 per-source-layer densities p_1..p_{L+1}.
     ``nonzeros``: m_1..m_L (default dense, m_t = n_t·n_{t−1}); each 1 ≤ m_t ≤ n_t·n_{t−1}.

@@ -1,4 +1,4 @@
-"""Data sets for the experiments (EXPERIMENTS.md): seeded teacher tasks, digits, MNIST-5k, CIFAR from local files.
+"""Data sets for the experiments (docs/experiments.md): seeded teacher tasks, digits, MNIST-5k, CIFAR from local files.
 
 Nothing here touches the network. Every split is a seeded permutation (numpy ``Generator``), so the same seed
 gives the same split. CIFAR-10/100 are read from the standard python-pickle batch files in a directory the
@@ -33,7 +33,7 @@ __all__ = [
 
 @dataclass(frozen=True)
 class AffineTeacher:
-    """f_T(x) = ReLU(wᵀx + c) with c = Σ_j |w_j|·max(|a|, |b|), hence affine on the box [a, b]^d (MATH.md §3)."""
+    """f_T(x) = ReLU(wᵀx + c) with c = Σ_j |w_j|·max(|a|, |b|), hence affine on the box [a, b]^d (docs/math.md §3)."""
 
     weight: np.ndarray
     bias: float
@@ -77,7 +77,7 @@ def _box_inputs(rng: np.random.Generator, n: int, d: int, low: float, high: floa
 
 def affine_teacher_task(inputs: int, seed: int, n_train: int = 2048, n_test: int = 2048,
                         low: float = -1.0, high: float = 1.0) -> Dataset:
-    """Inputs x ~ U[low, high]^d, target the affine-on-the-box neuron f_T (MATH.md §3).
+    """Inputs x ~ U[low, high]^d, target the affine-on-the-box neuron f_T (docs/math.md §3).
 
     w_j = s_j·u_j/√d with random signs s_j and u_j ~ U[0.5, 1.5] (every w_j ≠ 0, so every input matters);
     c = Σ_j |w_j|·max(|low|, |high|) makes wᵀx + c ≥ 0 on the box, so f_T(x) = wᵀx + c there.

@@ -1,4 +1,4 @@
-"""``--device auto|cpu|cuda`` → ``torch.device`` (EXPERIMENTS.md: ``auto`` picks CUDA when present)."""
+"""``--device auto|cpu|cuda`` → ``torch.device`` (docs/experiments.md: ``auto`` picks CUDA when present)."""
 from __future__ import annotations
 
 import torch

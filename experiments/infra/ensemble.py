@@ -1,4 +1,4 @@
-"""Batched ensembles of small masked MLPs, following Gadhikar et al. 2023 (EXPERIMENTS.md, E1).
+"""Batched ensembles of small masked MLPs, following Gadhikar et al. 2023 (docs/experiments.md, E1).
 
 Many MLPs with the same layer widths (a *width bucket*) are trained as one batched model: their weights,
 biases and ER masks are stacked along a leading model axis and every layer is one batched matrix product

@@ -1,4 +1,4 @@
-"""Masked layers with a fixed Erdős–Rényi (ER) mask, following Gadhikar et al. 2023 (MATH.md §1).
+"""Masked layers with a fixed Erdős–Rényi (ER) mask, following Gadhikar et al. 2023 (docs/math.md §1).
 
 An ER(p) mask M has i.i.d. Bernoulli(p) entries, p = ``density`` (fraction of weights kept). Masks are drawn on
 the CPU from an explicit ``torch.Generator`` (same seed → same mask on every device) and then moved. A masked
@@ -31,7 +31,7 @@ __all__ = [
 
 
 def er_mask(shape: Iterable[int], density: float, generator: torch.Generator, device="cpu") -> torch.Tensor:
-    """An ER(``density``) mask: a bool tensor of ``shape`` with i.i.d. Bernoulli(density) entries (MATH.md §1).
+    """An ER(``density``) mask: a bool tensor of ``shape`` with i.i.d. Bernoulli(density) entries (docs/math.md §1).
 
     Drawn on the CPU from ``generator`` (so the mask does not depend on the device), then moved to ``device``.
     """
@@ -58,7 +58,7 @@ def init_std(fan_in: int, density: float, density_aware: bool = True, gain: floa
     """Initial weight standard deviation ``gain / sqrt(density·fan_in)`` (density-aware) or ``gain / sqrt(fan_in)``.
 
     A unit of an ER(p) layer has on average p·fan_in incoming weights; scaling by 1/√(p·fan_in) keeps the
-    pre-activation variance independent of p (EXPERIMENTS.md, E1). The effective fan-in is floored at 1.
+    pre-activation variance independent of p (docs/experiments.md, E1). The effective fan-in is floored at 1.
     """
     fan_in = check_positive_int(fan_in, "fan_in")
     density = check_density(density)

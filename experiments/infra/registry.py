@@ -1,4 +1,4 @@
-"""Experiment registry: name → experiment object (EXPERIMENTS.md E1–E6).
+"""Experiment registry: name → experiment object (docs/experiments.md E1–E6).
 
 An experiment object has ``name``, ``description``, ``scales`` and three methods:
 

@@ -1,4 +1,4 @@
-"""JSONL results store: one JSON line per finished run, appended with flush + fsync (EXPERIMENTS.md).
+"""JSONL results store: one JSON line per finished run, appended with flush + fsync (docs/experiments.md).
 
 Each record holds ``experiment``, ``key`` (a hash of the canonical JSON of the config), ``config``, ``seed``,
 ``metrics``, ``versions``, ``device``, ``wall_seconds`` and ``finished_utc``. A corrupt *last* line (a run

@@ -1,4 +1,4 @@
-"""Sweep runner: run every config of an experiment on an engine, one results line per finished run (EXPERIMENTS.md).
+"""Sweep runner: run every config of an experiment on an engine, one results line per finished run (docs/experiments.md).
 
 The driver (this process) alone writes the results file: each finished run is appended (flush + fsync) as soon as
 the engine reports it, in completion order, so Ctrl-C, a crash or a SIGKILL of the driver loses at most the runs in

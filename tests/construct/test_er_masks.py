@@ -29,7 +29,7 @@ class Block(nn.Module):
 
 
 class PlainResNet18(nn.Module):
-    """A plain CIFAR ResNet-18 laid out like the released code (MATH.md §7): 21 weight layers, a 1×1-conv classifier."""
+    """A plain CIFAR ResNet-18 laid out like the released code (docs/math.md §7): 21 weight layers, a 1×1-conv classifier."""
 
     def __init__(self, width=64, classes=10):
         super().__init__()
@@ -73,7 +73,7 @@ def test_densities_exact_budget_and_bernoulli_per_layer(scheme):
 
 
 def test_resnet18_compat_reproduces_the_released_undershoot():
-    """MATH.md §7: N = 11,164,352 over 21 layers; released balanced/ERK at label 0.5 realize 0.266 / 0.389."""
+    """docs/math.md §7: N = 11,164,352 over 21 layers; released balanced/ERK at label 0.5 realize 0.266 / 0.389."""
     base = PlainResNet18()
     for scheme, want in (("balanced", 0.266), ("erk", 0.389)):
         table = er_masks(copy.deepcopy(base), 0.5, scheme, seed=0, compat="pruning")

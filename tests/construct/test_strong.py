@@ -1,4 +1,4 @@
-"""Strong tickets (MATH.md §6): pruning only, sub-mask of the ER mask, sampled error ≤ certificate ≤ ε when
+"""Strong tickets (docs/math.md §6): pruning only, sub-mask of the ER mask, sampled error ≤ certificate ≤ ε when
 successful, |W| > 1 handled by splitting, widths equal to theory's, success rate at theory's widths."""
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""Issue 14: strong tickets at theory's widths keep "success ≥ 1 − δ" or are refused up front (MATH.md §5, §6).
+"""Issue 14: strong tickets at theory's widths keep "success ≥ 1 − δ" or are refused up front (docs/math.md §5, §6).
 
 - the solver searches exactly what theory provisioned: the first a·k available candidates as a blocks of k ≤ 40;
 - sources are drawn in the dtype theory chose; float64 sources refine the float32 numbers a seed draws;

@@ -1,4 +1,4 @@
-"""Tests of the exact batched subset-sum solver (MATH.md §6 "Subset-sum solving").
+"""Tests of the exact batched subset-sum solver (docs/math.md §6 "Subset-sum solving").
 
 Expected values come from two independent oracles: brute-force enumeration of all 2^n subsets (n ≤ 14) and
 scipy.optimize.milp. Hypothesis checks the structural properties over wide ranges of inputs.

@@ -1,4 +1,4 @@
-"""Targets and materialized sources: validation, determinism, ER(p) masks (MATH.md §1)."""
+"""Targets and materialized sources: validation, determinism, ER(p) masks (docs/math.md §1)."""
 import numpy as np
 import pytest
 

@@ -1,4 +1,4 @@
-"""Weak tickets (MATH.md §4): exact representation, sub-mask of the ER mask, success rate at theory's widths."""
+"""Weak tickets (docs/math.md §4): exact representation, sub-mask of the ER mask, success rate at theory's widths."""
 import numpy as np
 from hypothesis import given, settings, strategies as st
 

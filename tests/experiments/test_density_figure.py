@@ -1,4 +1,4 @@
-"""The ResNet-18 per-layer density figure (MATH.md §7): exact budgets, the released code's numbers, byte-identical."""
+"""The ResNet-18 per-layer density figure (docs/math.md §7): exact budgets, the released code's numbers, byte-identical."""
 import math
 
 import pytest
@@ -9,7 +9,7 @@ from experiments.density_figure import DENSITIES, density_rows, make_density_fig
 def test_resnet18_layers_and_budgets():
     names, shapes = resnet18_layers()
     numels = [math.prod(s) for s in shapes]
-    assert len(shapes) == 21 and sum(numels) == 11_164_352  # MATH.md §7 (counted by hand in test_densities)
+    assert len(shapes) == 21 and sum(numels) == 11_164_352  # docs/math.md §7 (counted by hand in test_densities)
     assert names[0] == "conv1" and sum("shortcut" in n for n in names) == 3
     rows = density_rows(shapes)
     assert {r["density"] for r in rows} == set(DENSITIES)

@@ -1,4 +1,4 @@
-"""E1 end to end at smoke scale, with physical checks against MATH.md §3, and its figures."""
+"""E1 end to end at smoke scale, with physical checks against docs/math.md §3, and its figures."""
 import filecmp
 import json
 

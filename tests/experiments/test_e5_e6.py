@@ -1,4 +1,4 @@
-"""Tests of E5 (constructions: phase diagrams), E6 (masked subset sum) and the fitted constant C (MATH.md §4–§6).
+"""Tests of E5 (constructions: phase diagrams), E6 (masked subset sum) and the fitted constant C (docs/math.md §4–§6).
 
 Expected values come from independent routes: the exact batched solver on full masked rows (E6), Clopper–Pearson
 bounds from scipy.stats.binomtest (C), exact power laws (slopes); seeded Monte Carlo is judged with

@@ -1,4 +1,4 @@
-"""Edge-popup inside an ER source (MATH.md §8): the forward mask is binary, zero outside the ER mask and has
+"""Edge-popup inside an ER source (docs/math.md §8): the forward mask is binary, zero outside the ER mask and has
 exactly k ones per layer, after every training step; straight-through gradient; frozen weights."""
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""IMP restricted to a fixed ER mask (MATH.md §8): schedule, global magnitude ranking, nesting, rewinding, cost."""
+"""IMP restricted to a fixed ER mask (docs/math.md §8): schedule, global magnitude ranking, nesting, rewinding, cost."""
 import pytest
 import torch
 from hypothesis import given, settings
@@ -23,7 +23,7 @@ def test_imp_counts_follow_the_20_percent_rule(count, levels):
 
 
 def test_levels_to_reach_matches_the_paper_configuration():
-    # EXPERIMENTS.md: balanced start at 0.3, 20 % per level, 15 levels (≈ 0.0106 final).
+    # docs/experiments.md: balanced start at 0.3, 20 % per level, 15 levels (≈ 0.0106 final).
     assert levels_to_reach(0.3, 0.0106) == 15
     assert 0.3 * 0.8 ** 15 == pytest.approx(0.0106, abs=5e-5)
     assert levels_to_reach(1.0, 0.01) == 21 and 0.8 ** 21 < 0.01 < 0.8 ** 20

@@ -1,4 +1,4 @@
-"""Mask invariants of experiments.infra.masked (MATH.md §1: ER masks are i.i.d. Bernoulli(density))."""
+"""Mask invariants of experiments.infra.masked (docs/math.md §1: ER masks are i.i.d. Bernoulli(density))."""
 import math
 
 import pytest

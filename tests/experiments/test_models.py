@@ -1,4 +1,4 @@
-"""Models of E2–E4: layer shapes, layer-wise densities (MATH.md §7), ER masks, init, static sparse training."""
+"""Models of E2–E4: layer shapes, layer-wise densities (docs/math.md §7), ER masks, init, static sparse training."""
 import io
 import math
 
@@ -24,7 +24,7 @@ def resnet_shapes():
 
 
 def test_resnet18_has_the_released_layers(resnet_shapes):
-    # MATH.md §7: 21 masked layers incl. 3 shortcut convs and a 1×1-conv classifier, N = 11,164,352.
+    # docs/math.md §7: 21 masked layers incl. 3 shortcut convs and a 1×1-conv classifier, N = 11,164,352.
     assert len(resnet_shapes) == 21
     assert sum(math.prod(s) for s in resnet_shapes) == 11_164_352
     assert resnet_shapes[0] == (64, 3, 3, 3)
@@ -42,7 +42,7 @@ def test_resnet18_has_the_released_layers(resnet_shapes):
 
 @pytest.mark.parametrize("label, balanced, erk", [(0.5, 0.266, 0.389), (0.1, 0.079, 0.092)])
 def test_compat_mode_reproduces_the_released_numbers(resnet_shapes, label, balanced, erk):
-    # Numbers quoted in MATH.md §7 from the released code.
+    # Numbers quoted in docs/math.md §7 from the released code.
     assert layer_densities(resnet_shapes, label, "balanced", compat=True).global_density == pytest.approx(balanced, abs=6e-4)
     assert layer_densities(resnet_shapes, label, "erk", compat=True).global_density == pytest.approx(erk, abs=6e-4)
     assert layer_densities(resnet_shapes, label, "pyramidal", compat=True).global_density == pytest.approx(label, rel=1e-9)

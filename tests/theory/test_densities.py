@@ -1,4 +1,4 @@
-"""Layer-wise density schemes (MATH.md §7): budgets, scheme invariants, the released code's ResNet-18 numbers."""
+"""Layer-wise density schemes (docs/math.md §7): budgets, scheme invariants, the released code's ResNet-18 numbers."""
 import math
 
 import numpy as np

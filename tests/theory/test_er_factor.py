@@ -1,4 +1,4 @@
-"""κ(p) = −1/log1p(−p) (MATH.md §1): inequalities, series, extremes, vectorization, bad input."""
+"""κ(p) = −1/log1p(−p) (docs/math.md §1): inequalities, series, extremes, vectorization, bad input."""
 import math
 from fractions import Fraction
 

@@ -1,4 +1,4 @@
-"""The 3-layer lower bound (MATH.md §3): connection probability, minimal width, closed form, error floor."""
+"""The 3-layer lower bound (docs/math.md §3): connection probability, minimal width, closed form, error floor."""
 import itertools
 import math
 

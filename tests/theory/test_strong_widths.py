@@ -1,4 +1,4 @@
-"""theory.strong_widths (MATH.md §6): monotonicity, ~1/p scaling, the tolerance split identity, consistency with
+"""theory.strong_widths (docs/math.md §6): monotonicity, ~1/p scaling, the tolerance split identity, consistency with
 what construct builds."""
 import math
 

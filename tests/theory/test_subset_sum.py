@@ -1,4 +1,4 @@
-"""Tests of the calibrated N_SS table and the width bounds of MATH.md §5 (theory/subset_sum.py).
+"""Tests of the calibrated N_SS table and the width bounds of docs/math.md §5 (theory/subset_sum.py).
 
 Expected values are derived independently: Clopper–Pearson bounds recomputed with scipy's binomtest, binomial
 tails from scipy.stats.binom, and a fresh seeded Monte Carlo with its own exact oracles (brute force for n ≤ 14,

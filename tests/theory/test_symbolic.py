@@ -1,4 +1,4 @@
-"""sympy derivations (theory.symbolic) agree with the numeric functions on grids (MATH.md §1–§3)."""
+"""sympy derivations (theory.symbolic) agree with the numeric functions on grids (docs/math.md §1–§3)."""
 import math
 
 import mpmath

@@ -96,7 +96,7 @@ def test_targets_are_accepted_by_construct(target):
     weights, biases = target
     x = np.linspace(-1, 1, 3 * weights[0].shape[1]).reshape(3, -1)
     h = x
-    for t, (w, b) in enumerate(zip(weights, biases)):  # ReLU hidden layers, linear output (MATH.md §1)
+    for t, (w, b) in enumerate(zip(weights, biases)):  # ReLU hidden layers, linear output (docs/math.md §1)
         h = h @ w.T + b
         h = np.maximum(h, 0) if t < len(weights) - 1 else h
     assert np.allclose(target_forward(make_target(weights, biases), x), h)

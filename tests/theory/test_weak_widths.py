@@ -1,4 +1,4 @@
-"""Weak-ticket widths (MATH.md §4.3): each width satisfies its union-bound event and is the smallest that does."""
+"""Weak-ticket widths (docs/math.md §4.3): each width satisfies its union-bound event and is the smallest that does."""
 import math
 
 import pytest

@@ -12,7 +12,7 @@ import reprlib
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy import optimize, special
+from scipy import special
 
 from theory.validation import check_choice, check_density
 
@@ -122,6 +122,8 @@ def _pyramidal(numels: np.ndarray, density: float) -> np.ndarray:
     elif f(s_lo) >= 0.0:  # only when all mass sits in layer 1 (L = 1), up to rounding
         s = s_lo
     else:
+        from scipy import optimize  # imported here: scipy.optimize is slow to import
+
         s = optimize.brentq(f, s_lo, 0.0, xtol=1e-300, rtol=4 * np.finfo(float).eps, maxiter=500)
     out = np.exp(ls * s)
     if not (out > 0).all():

@@ -23,7 +23,6 @@ from dataclasses import asdict, dataclass
 from typing import Optional
 
 import numpy as np
-from scipy import stats
 
 from theory.er_factor import er_factor
 from theory.validation import check_choice, check_density, check_open_unit, check_positive_int, check_positive_real
@@ -377,6 +376,8 @@ def mixture_success_probability(n: int, density: float, eps: float, law: str = "
     curve = failure_curve(eps, law)
     k = np.arange(n + 1)
     fail = curve[np.minimum(k, curve.size - 1)]
+    from scipy import stats  # imported here: scipy.stats costs about a second at start-up
+
     weights = stats.binom.pmf(k, n, density)
     return float(np.clip(np.sum(weights * (1.0 - fail)), 0.0, 1.0))
 

@@ -221,3 +221,20 @@ def test_verify_reports_the_error_interval(tmp_path, tickets):
     iv = res.interval
     assert res.valid and iv is not None and iv["consistent"]
     assert iv["attacked_error"] <= iv["best_bound"] <= res.certificate + 1e-12
+
+
+def test_float64_source_is_regenerated_in_its_dtype(tmp_path):
+    """A ticket whose tolerance needs float64 weights (construct.source, refined draws) is VALID as written, and a
+    change far below float32 resolution, or a meta dtype that disagrees with the arrays, is INVALID."""
+    ticket = build_strong_ticket(random_target((3, 2), 1), 0.5, 0.1, 1, eps=1e-6, construction="2l", samples=64)[0]
+    assert ticket.meta["source_dtype"] == "float64"
+    assert verify_ticket(_write(tmp_path, ticket, name="ok.npz")).valid
+
+    def nudge(arrays):
+        w = arrays["source_W2"]
+        i, j = map(int, np.argwhere(arrays["ticket_S2"])[0])
+        w[i, j] = np.nextafter(w[i, j], 2.0)  # one float64 ulp: invisible in float32
+    res = verify_ticket(_write(tmp_path, ticket, nudge, name="nudged.npz"))
+    assert not res.valid and any("source_W2 differs" in r for r in res.reasons), res.reasons
+    res = verify_ticket(_write(tmp_path, ticket, _meta(source_dtype="float32"), name="dtype.npz"))
+    assert not res.valid and any("source_dtype" in r for r in res.reasons), res.reasons

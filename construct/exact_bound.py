@@ -6,10 +6,15 @@ either network with pre-activation z ∈ [l, u] (interval arithmetic, widened by
 rounding) is encoded as h = z (l ≥ 0), h = 0 (u ≤ 0) or, with a binary d,
 h ≥ z, h ≥ 0, h ≤ z − l(1 − d), h ≤ u·d. For every output k and sign s the program maximizes s·(f_ticket,k − f_T,k);
 the exact maximum is the largest optimum. With a time limit, HiGHS's dual bound of an unfinished program is still an
-upper bound. All numbers are exact up to HiGHS's tolerances (primal feasibility 1e−9 here, relative gap 1e−9).
+upper bound. All numbers are exact up to HiGHS's tolerances (primal feasibility, integrality and relative gap 1e−9 here;
+with HiGHS's default integrality tolerance 1e−6 a "finished" maximum fell 1e−3 (relative) below a point the attack
+found, which `construct check` caught).
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -145,6 +150,22 @@ class _Builder:
         return A, lo, hi, np.concatenate(self.lb), np.concatenate(self.ub), np.concatenate(self.integ)
 
 
+@contextlib.contextmanager
+def _c_stdout_silenced():
+    """HiGHS prints some diagnostics straight to file descriptor 1, past Python: point fd 1 at /dev/null during a
+    solve so that a command's stdout (e.g. ``--json``) holds only what the command prints."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
+
+
 def exact_max_error(ticket_net: Network, target_net: Network, box, *, time_limit: float = 10.0,
                     max_binaries: int | None = None) -> ExactBound | None:
     """The maximum over the box of ‖ticket_net(x) − target_net(x)‖_∞ (module docstring); ``time_limit`` seconds
@@ -173,11 +194,12 @@ def exact_max_error(ticket_net: Network, target_net: Network, box, *, time_limit
             const = s * (bp[k] - bq[k])
             if left <= 0:
                 return ExactBound(lower, np.inf, False, bld.binaries, programs, time.perf_counter() - t0, best_x)
-            with warnings.catch_warnings():  # HiGHS options scipy does not list are passed on verbatim
+            with warnings.catch_warnings(), _c_stdout_silenced():  # options scipy does not list pass verbatim
                 warnings.simplefilter("ignore", RuntimeWarning)
                 res = milp(c, integrality=integ, bounds=Bounds(lb, ub), constraints=cons,
                            options={"time_limit": left, "mip_rel_gap": 1e-9,
-                                    "primal_feasibility_tolerance": 1e-9, "disp": False})
+                                    "primal_feasibility_tolerance": 1e-9, "mip_feasibility_tolerance": 1e-9,
+                                    "disp": False})
             dual = getattr(res, "mip_dual_bound", None)
             if res.status == 0:
                 up = -res.fun + const

@@ -245,6 +245,6 @@ FULL_ONLY = {
     "13.1-weak-source-784-300-100-10", "13.1-experiments-seeds-1e9", "13.2-max-source-params-nan",
     "13.3-sd_non_tensor", "13.3-sd_meta", "15.4-t_box_nan", "15.4-t_no_cert", "15.4-t_meta_deep",
     "13.6-figures-res_nan_metric", "13.8-cifar-labels-99", "13.1-weak-width-multiplier-1e6",
-    "13.2-weak-width-multiplier-1e308",
+    "13.2-weak-width-multiplier-1e308", "15.4-t_seed_1e400", "15.5-sd-complex",
 }
 assert FULL_ONLY <= {c.id for c in CASES}

@@ -225,14 +225,27 @@ def format_verify(res) -> str:
 
 
 def _check_out_directory(path) -> None:
-    """Refuse (one line) an --out whose directory does not exist or cannot be written, before building."""
+    """Refuse (one line) an --out that is a directory, or whose directory does not exist or cannot be written (a
+    probe file), before building."""
     import os
 
     parent = os.path.dirname(os.path.abspath(str(path)))
+    if os.path.isdir(str(path)):
+        raise ValueError(f"out={str(path)!r} is a directory: allowed a file path such as DIR/ticket.npz")
     if not os.path.isdir(parent):
         raise ValueError(f"out={str(path)!r}: the directory {parent} does not exist or is not a directory")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ValueError(f"out={str(path)!r}: the directory {parent} is not writable")
+    # create and remove the temporary file theory.atomic will write (same name length), so a name too long or a
+    # directory that refuses files (/proc, a read-only mount) is one line before the build, not after its progress
+    from theory.atomic import temporary_name
+
+    probe = os.path.join(parent, temporary_name(os.path.basename(str(path)), ".npz"))  # as construct.ticket.save_ticket
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
+    os.unlink(probe)
 
 
 def _check_finite_report(report) -> None:

@@ -25,6 +25,7 @@ __all__ = [
     "mnist5k_task",
     "cifar_task",
     "cifar_memory_estimate",
+    "check_cifar_dir",
     "RestrictedUnpickler",
     "restricted_load",
     "seeded_split",
@@ -274,6 +275,16 @@ def cifar_memory_estimate(directory: str | Path, classes: int = 10) -> int:
     directory, train_names, test_names, _ = _cifar_files(directory, classes)
     sizes = [(directory / n).stat().st_size for n in train_names + test_names]
     return CIFAR_BYTES_PER_FILE_BYTE * sum(sizes) + 2 * max(sizes)
+
+
+def check_cifar_dir(directory: str | Path, classes: int = 10) -> None:
+    """Read every batch file in ``directory`` and check it as :func:`cifar_task` does (uint8 ``data`` of shape
+    (N, 3072), N integer labels in 0..classes−1, nothing but numpy arrays in the pickle), without converting the
+    pixels: a one-line ``ValueError`` naming the file and the problem otherwise. A sweep calls it once before its
+    first run, so bad data is a refusal (exit 2) rather than every run failing."""
+    directory, train_names, test_names, label_key = _cifar_files(directory, classes)
+    for names in (train_names, test_names):
+        _read_cifar_files(directory, names, label_key, classes)
 
 
 def cifar_task(directory: str | Path, classes: int = 10, max_memory: int | None = None) -> Dataset:

@@ -38,6 +38,18 @@ def new_figure(ncols: int = 1, nrows: int = 1, width: float = 3.4, height: float
                             constrained_layout=True, **kwargs)
 
 
+def _write_error(exc: Exception, path: Path) -> Exception:
+    """The OSError (full disk, file-size limit) behind a failed ``savefig``, naming ``path``: matplotlib's PDF
+    writer, cleaning up after a failed write, raises an unrelated error (``AttributeError: 'Stream' object has no
+    attribute 'pos'``) whose context holds the OSError. Any other error is returned unchanged."""
+    seen = exc
+    while seen is not None and not isinstance(seen, OSError):
+        seen = seen.__cause__ or seen.__context__
+    if seen is None:
+        return exc
+    return OSError(seen.errno, seen.strerror, str(path)) if seen.errno is not None else seen
+
+
 def save_figure(fig, stem: str | Path) -> list[Path]:
     """Write ``stem``.pdf and ``stem``.png atomically with fixed metadata; close the figure; return the paths."""
     stem = Path(stem)
@@ -46,7 +58,13 @@ def save_figure(fig, stem: str | Path) -> list[Path]:
         for suffix, metadata in ((".pdf", _PDF_METADATA), (".png", _PNG_METADATA)):
             path = stem.with_suffix(suffix)
             with atomic_path(path, suffix=suffix) as tmp:
-                fig.savefig(tmp, format=suffix[1:], metadata=metadata)
+                try:
+                    fig.savefig(tmp, format=suffix[1:], metadata=metadata)
+                except Exception as exc:
+                    error = _write_error(exc, path)
+                    if error is exc:
+                        raise
+                    raise error from exc
             paths.append(path)
     plt.close(fig)
     return paths

@@ -256,8 +256,10 @@ class ResultsStore:
                     written = os.pwrite(fd, data, position)
                     data, position = data[written:], position + written
                 os.fsync(fd)
-            except BaseException:
+            except BaseException as exc:
                 os.ftruncate(fd, self._good_bytes)  # never leave a partial line
+                if isinstance(exc, OSError) and exc.filename is None:  # name the file in the CLI's one line
+                    raise OSError(exc.errno, exc.strerror, str(self.path)) from exc
                 raise
             self._good_bytes = position
         finally:

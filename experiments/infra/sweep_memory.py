@@ -8,6 +8,9 @@ Three parts, summed and checked against ``--max-memory`` with :func:`theory.memo
 - reading the results file (:data:`experiments.infra.results.LOAD_BYTES_PER_FILE_BYTE` per byte of it);
 - the largest single run (runs are sequential): the experiment's own ``run_memory(config)`` where it defines one
   (E1 does), plus reading CIFAR where a config names a data directory (:func:`experiments.infra.data.cifar_memory_estimate`).
+
+Once the sweep fits, every CIFAR directory it names is read and checked
+(:func:`experiments.infra.data.check_cifar_dir`), so bad data is a one-line refusal before the first run.
 """
 from __future__ import annotations
 
@@ -93,4 +96,9 @@ def plan_sweep(experiment, scale: str, seeds: int | None, options: dict, results
     check_memory(total, f"the sweep of {name} ({len(configs)} configs: {format_bytes(list_bytes)} for the list, "
                         f"{format_bytes(file_bytes)} to read its results file, {format_bytes(run_bytes)} for its "
                         f"largest run)", max_memory)
+    if cifar:
+        from .data import check_cifar_dir
+
+        for directory, classes in cifar:  # bad data is a refusal here, not a failure of every run
+            check_cifar_dir(directory, classes)
     return SweepPlan(configs, total)

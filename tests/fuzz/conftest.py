@@ -1,4 +1,4 @@
-"""The fuzz suite's helper modules (fuzz_harness, fuzz_files, cases, cases_pending) sit next to its tests; the
+"""The fuzz suite's helper modules (fuzz_harness, fuzz_files, cases) sit next to its tests; the
 project runs pytest with --import-mode=importlib, which does not put test directories on sys.path."""
 import sys
 from pathlib import Path

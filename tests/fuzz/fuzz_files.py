@@ -1,8 +1,8 @@
 """Hostile input files for the fuzz cases: built on demand in a directory, named by the placeholders
-``{file:NAME}`` of :mod:`cases` and :mod:`cases_pending`.
+``{file:NAME}`` of :mod:`cases`.
 
 Pickle canaries: :class:`Payload` unpickles as ``open(canary, "w")``, which creates the canary file. It is planted
-in an npz object array, in an npz ``meta`` member and in a torch file; the contract asserts the canary never
+in an npz object array, in an npz ``meta`` member, in a torch file and in a CIFAR batch; the contract asserts the canary never
 appears (every loader refuses pickles: ``allow_pickle=False``, ``torch.load(weights_only=True)``).
 """
 from __future__ import annotations
@@ -146,3 +146,108 @@ def build(directory: Path, name: str, canary: Path, builders=None) -> Path:
 
 def shapes_text(value) -> str:
     return json.dumps(value)
+
+
+def _torch_file(make_state):
+    def write(path, canary):
+        import torch
+
+        torch.save(make_state(torch), path)
+    return write
+
+
+def _ticket_with_meta_change(change):
+    """A copy of the valid ticket with ``change(meta) -> meta`` applied to its JSON meta (tampered tickets)."""
+    def write(path, canary):
+        src = path.parent / "ticket.npz"
+        if not src.exists():
+            valid_ticket(src)
+        with np.load(src, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+        meta = json.loads(str(arrays["meta"][()]))
+        text = change(meta)
+        arrays["meta"] = np.array(text if isinstance(text, str) else json.dumps(text))
+        with open(path, "wb") as fh:
+            np.savez(fh, **arrays)
+    return write
+
+
+def _set(key, value):
+    def change(meta):
+        meta[key] = value
+        return meta
+    return change
+
+
+def _drop(key):
+    def change(meta):
+        meta.pop(key, None)
+        return meta
+    return change
+
+
+def _results_file(lines):
+    def write(path, canary):
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "e1.jsonl").write_text("".join(line + "\n" for line in lines))
+    return write
+
+
+def _cifar_dir(labels, pixels_dtype=np.uint8, pixel_value=0):
+    def write(path, canary):
+        import pickle
+
+        path.mkdir(parents=True, exist_ok=True)
+        n = len(labels)
+        data = np.full((n, 3072), pixel_value, dtype=pixels_dtype)
+        for name in ["data_batch_%d" % i for i in range(1, 6)] + ["test_batch"]:
+            with open(path / name, "wb") as fh:
+                pickle.dump({b"data": data, b"labels": list(labels)}, fh)
+    return write
+
+
+def _cifar_pickle_payload(path, canary):
+    import pickle
+
+    path.mkdir(parents=True, exist_ok=True)
+    for name in ["data_batch_%d" % i for i in range(1, 6)] + ["test_batch"]:
+        with open(path / name, "wb") as fh:
+            pickle.dump({b"data": Payload(canary), b"labels": [0]}, fh)
+
+
+BUILDERS.update({
+    # state_dict entries (13.3) and the complex tensor of 15.5
+    "sd_int_keys.pt": _torch_file(lambda t: {0: t.ones(2, 3)}),
+    "sd_nested.pt": _torch_file(lambda t: {"0": {"weight": t.ones(2, 3)}}),
+    "sd_non_tensor.pt": _torch_file(lambda t: {"0.weight": 3.0, "0.bias": t.zeros(2)}),
+    "sd_list.pt": _torch_file(lambda t: {"0.weight": [[1.0, 2.0]], "0.bias": [0.0]}),
+    "sd_string_bias.pt": _torch_file(lambda t: {"0.weight": t.ones(2, 3), "0.bias": "zero"}),
+    "sd_sparse.pt": _torch_file(lambda t: {"0.weight": t.ones(2, 3).to_sparse(), "0.bias": t.zeros(2)}),
+    "sd_meta.pt": _torch_file(lambda t: {"0.weight": t.empty(2, 3, device="meta"), "0.bias": t.zeros(2)}),
+    "sd_complex.pt": _torch_file(lambda t: {"0.weight": t.ones(2, 3, dtype=t.complex64), "0.bias": t.zeros(2)}),
+    "sd_nan.pt": _torch_file(lambda t: {"0.weight": t.full((2, 3), float("nan")), "0.bias": t.zeros(2)}),
+    # tampered ticket meta (15.4)
+    "t_cert_inf_string.npz": _ticket_with_meta_change(_set("certificate", "inf")),
+    "t_cert_inf.npz": _ticket_with_meta_change(lambda m: json.dumps({**m, "certificate": float("inf")})),
+    "t_cert_above_eps.npz": _ticket_with_meta_change(lambda m: {**m, "eps": 1e-12, "certificate": 0.5}),
+    "t_no_cert.npz": _ticket_with_meta_change(_drop("certificate")),
+    "t_null_cert.npz": _ticket_with_meta_change(_set("certificate", None)),
+    "t_cert_list.npz": _ticket_with_meta_change(_set("certificate", [1])),
+    "t_eps_dict.npz": _ticket_with_meta_change(_set("eps", {})),
+    "t_densities_2.npz": _ticket_with_meta_change(_set("source_densities", [2.0, 2.0])),
+    "t_law_cauchy.npz": _ticket_with_meta_change(_set("weight_law", "cauchy")),
+    "t_box_three.npz": _ticket_with_meta_change(_set("box", [-1, 0, 1])),
+    "t_box_nan.npz": _ticket_with_meta_change(lambda m: json.dumps({**m, "box": [float("nan"), 1]})),
+    "t_box_5.npz": _ticket_with_meta_change(_set("box", 5)),
+    "t_seed_null.npz": _ticket_with_meta_change(_set("source_seed", None)),
+    "t_seed_1e400.npz": _ticket_with_meta_change(lambda m: json.dumps(m)[:-1] + ', "source_seed": 1e400}'),
+    "t_meta_deep.npz": _ticket_with_meta_change(lambda m: "[" * 100_000 + "]" * 100_000),
+    # results files (13.6) and CIFAR batch directories (13.8, 15.5)
+    "res_no_key": _results_file(['{"experiment": "e1", "config": {}, "metrics": {"x": 1}}']),
+    "res_list_key": _results_file(['{"experiment": "e1", "key": [1, 2], "config": {}, "metrics": {"x": 1}}']),
+    "res_nan_metric": _results_file(['{"experiment": "e1", "key": "abc", "config": {}, "metrics": {"x": NaN}}']),
+    "res_no_metrics": _results_file(['{"experiment": "e1", "key": "abc", "config": {}}']),
+    "cifar_labels_99": _cifar_dir([99, 1, 2]),
+    "cifar_float_pixels": _cifar_dir([1, 2, 3], np.float64, 1e9),
+    "cifar_pickle_payload": _cifar_pickle_payload,
+})

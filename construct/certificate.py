@@ -24,7 +24,7 @@ import scipy.sparse as sp
 
 from construct.active import active_subnetwork
 from construct.targets import Target, target_forward
-from construct.ticket import CONST, LIFT, NEURON, UNUSED, Ticket, effective_layer, effective_layers, ticket_forward
+from construct.ticket import CONST, LIFT, NEURON, UNUSED, Ticket, effective_layers, ticket_forward
 
 _ACTIVATION_ENTRIES = 1 << 24  # float64 entries of one layer's activations per forward batch (128 MB)
 

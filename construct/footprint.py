@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 
-from theory.memory import check_memory, format_bytes
+from theory.memory import check_memory
 
 __all__ = ["PER_WEIGHT", "MATERIALIZED", "PER_UNIT", "BLOCK_BYTES", "BASE_BYTES", "MEASURED_BY", "source_size",
            "estimate_build_bytes", "check_build_memory", "source_weight_bytes"]

@@ -347,7 +347,7 @@ def read_module(module, name: str | None = None) -> Architecture:
     if output is None or output == INPUT:
         raise ValueError(f"{label}: forward computes no layer: allowed at least one Linear layer")
     # keep only records the output depends on (dead branches compute nothing the network returns)
-    needed, by_name = {output}, {r.name: r for r in records}
+    needed = {output}
     for rec in reversed(records):
         if rec.name in needed:
             needed.update(rec.inputs)

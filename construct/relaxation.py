@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from construct.ticket import CONST, LIFT, NEURON, UNUSED, Roles, Ticket
+from construct.ticket import CONST, LIFT, NEURON, Roles, Ticket
 from construct.ticket_network import Network, reduce_network, ticket_network
 
 __all__ = ["reduced_certificate", "crown_max_error", "MAX_DENSE_ENTRIES"]

@@ -93,7 +93,7 @@ def build_lplus1(target: Target, source: Source, groups: dict, instance_eps, cap
     downstream = 1.0
     for t in range(L, 0, -1):
         eps_t = layer_tolerance(t, instance_eps, eps, target, norms, downstream)
-        M, V = masks[t], W[t]  # source layer t+1
+        V = W[t]  # source layer t+1
         if t < L:
             r_next = r[t - 1]
             rows = np.arange(r_next * n[t])

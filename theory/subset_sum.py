@@ -301,8 +301,7 @@ class SearchPlan:
     nss: NssLookup
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        return d
+        return asdict(self)
 
 
 def search_plan(eps: float, delta: float, law: str = "uniform", max_block: int = SOLVER_MAX_CANDIDATES) -> SearchPlan:

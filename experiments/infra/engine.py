@@ -27,7 +27,6 @@ import os
 import socket
 import sys
 import time
-import traceback
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from contextlib import contextmanager

@@ -35,8 +35,14 @@ def _common(p):
                         "a .npz file with target_W{t}/target_b{t} (a ticket file works too), an architecture .json "
                         "with --weights sd.pt (a state_dict laid out by a JSON description), or model.py:factory "
                         "(imports that Python file, calls factory() for an nn.Module and reads it with torch.fx, "
-                        "with --weights sd.pt loaded into it). A .pt state_dict alone is refused: names do not say "
-                        "the layer order. Constructions take ReLU MLPs: [Flatten] Linear (ReLU Linear)*")
+                        "with --weights sd.pt loaded into it), or a convolutional/residual network: digits-cnn, digits-resnet "
+                        "(small CNN / two-block ResNet trained on digits), resnet18[:width=W] (the CIFAR ResNet-18, "
+                        "seeded random weights), or a model.py:factory / .json of conv2d, BatchNorm (folded), ReLU, "
+                        "pooling, flatten, linear and residual additions (strong 2l only, with --input-shape). A .pt "
+                        "state_dict alone is refused: names do not say the layer order")
+    p.add_argument("--input-shape", default=None,
+                   help="C,H,W of one input image, for a convolutional or residual model.py:factory or architecture "
+                        ".json target (the named targets digits-cnn, digits-resnet and resnet18 know theirs)")
     p.add_argument("--weights",
                    help="a torch state_dict file (loaded with weights_only=True, no pickle code runs) for an "
                         "architecture .json or model.py:factory --target")
@@ -61,7 +67,9 @@ def _common(p):
                    help="random targets: draw non-zero biases (default)")
     p.add_argument("--no-target-biases", dest="target_biases", action="store_false",
                    help="random targets: all biases zero")
-    p.add_argument("--samples", type=int, default=2048, help="random inputs for the sampled error (default 2048)")
+    p.add_argument("--samples", type=int, default=None,
+                   help="random inputs for the sampled error (default 2048 for MLPs, 256 images for convolutional "
+                        "targets)")
     p.add_argument("--out", help="write the ticket to this .npz file (atomic; no pickle)")
     p.add_argument("--json", action="store_true", help="print one JSON document instead of the text summary")
     p.add_argument("--max-memory", default=None,
@@ -122,6 +130,17 @@ def build_parser() -> ArgumentParser:
                        description="Benchmark the batched subset-sum solver against exhaustive search and MILP, then "
                                    "time the 2L strong ticket of a random 784-300-100-10 target at density 0.5.")
     b.add_argument("--json", action="store_true", help="print one JSON document")
+    b.add_argument("--target", default=None,
+                   help="instead: time the 2L strong ticket of a convolutional target — resnet18 (the CIFAR "
+                        "ResNet-18, 11.2 M weights, seeded random weights, BatchNorm folded), resnet18:width=16, "
+                        "digits-cnn or digits-resnet — at --conv-density with --weight-eps, and report instances, "
+                        "failures, certificate, sampled and attacked error, time and peak memory")
+    b.add_argument("--conv-density", type=float, default=0.5, help="--target: source density (default 0.5)")
+    b.add_argument("--weight-eps", type=float, default=0.01,
+                   help="--target: per-instance tolerance (default 0.01)")
+    b.add_argument("--samples", type=int, default=32, help="--target: random inputs for the sampled error (default 32)")
+    b.add_argument("--progress", default="auto", choices=("auto", "bar", "lines", "none"),
+                   help="--target: per-layer progress on stderr (default auto)")
     b.add_argument("--width-multiplier", type=float, default=1.0,
                    help="ticket part: multiply theory's widths (default 1: theory's widths, a 2.2e9-weight source "
                         "drawn block by block; about 3 GB)")
@@ -277,9 +296,87 @@ def _check_verify_input(args) -> int:
     return _check_samples(samples, inputs, budget)
 
 
+def _input_shape(text):
+    if text is None:
+        return None
+    try:
+        shape = tuple(int(v) for v in str(text).split(","))
+    except ValueError:
+        raise ValueError(f"input-shape={text!r} is malformed: allowed C,H,W (positive integers)") from None
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"input-shape={text!r} is out of range: allowed C,H,W (three positive integers)")
+    return shape
+
+
+def _conv_target(args):
+    """The ConvTarget of --target, or None for an MLP target."""
+    from construct.conv_strong import load_conv_target
+    from construct.targets import parse_box
+
+    return load_conv_target(args.target, weights=args.weights, input_shape=_input_shape(args.input_shape),
+                            seed=args.seed, box=parse_box(args.box))
+
+
+def _strong_conv(args, target) -> int:
+    """``construct strong`` for a convolutional or residual target (docs/math.md §9)."""
+    import dataclasses
+
+    from construct.conv_strong import build_conv_strong_ticket
+
+    if args.command != "strong" or args.construction != "2l":
+        what = "weak tickets" if args.command == "weak" else "the l+1 construction"
+        raise ValueError(f"{what} of convolutional or residual targets are not implemented: allowed "
+                         "construct strong --construction 2l")
+    check_open_unit(args.delta, "delta")
+    check_positive_int(args.seed, "seed", minimum=0)
+    density = _densities(args.density)
+    scheme = None if args.density_scheme == "uniform" else args.density_scheme
+    if scheme is not None and isinstance(density, list):
+        raise ValueError("--density-scheme needs a single --density: allowed one global density")
+    if args.out:
+        _check_out_directory(args.out)
+    cap = None if args.max_source_params == float("inf") else args.max_source_params
+    progress = make_progress(args.progress, "construct strong")
+    try:
+        ticket, report = build_conv_strong_ticket(target, target.input_shape, density, args.delta, args.seed,
+                                                  eps=args.eps, weight_eps=args.weight_eps, box=target.box,
+                                                  width_multiplier=args.width_multiplier,
+                                                  samples=256 if args.samples is None else args.samples,
+                                                  scheme=scheme, max_source_params=cap, max_memory=_budget(args),
+                                                  progress=progress)
+    finally:
+        progress.close()
+    extra = {}
+    if args.bounds:
+        from construct.conv_attack import conv_attack_error
+
+        attack = conv_attack_error(ticket, seed=args.seed)
+        report = dataclasses.replace(report, attacked_error=attack.error)
+    if str(args.target).startswith("digits-"):
+        from construct.conv_strong import digits_accuracies
+
+        extra.update(digits_accuracies(ticket))
+    if extra:
+        report = dataclasses.replace(report, extra=extra)
+    if args.out:
+        from construct.conv_io import save_conv_ticket
+
+        save_conv_ticket(args.out, ticket)
+    print(dumps(report) if args.json else str(report) + (f"\n  written to {args.out}" if args.out else ""))
+    return 0
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.command in ("strong", "weak"):
+        conv = _conv_target(args)
+        if conv is not None:
+            return _strong_conv(args, conv)
+        if args.input_shape is not None:
+            raise ValueError(f"input-shape={args.input_shape!r} is only used with convolutional or residual targets: "
+                             f"allowed no --input-shape for target {args.target!r}")
+        if args.samples is None:
+            args.samples = 2048
         max_memory = _budget(args)
         target, density, box = _resolve_densities(args, args.construction if args.command == "strong" else "weak")
         if args.out:
@@ -339,6 +436,19 @@ def main(argv=None) -> int:
         from construct.bench_ticket import format_bench, run_bench
 
         max_memory = None if args.max_memory is None else parse_memory(args.max_memory, "max_memory")
+        if args.target is not None:
+            from construct.bench_conv import format_conv_bench, run_conv_bench
+
+            progress = make_progress(args.progress, "construct bench")
+            try:
+                result = run_conv_bench(args.target, density=args.conv_density, weight_eps=args.weight_eps,
+                                        width_multiplier=check_positive_real(args.width_multiplier, "width_multiplier"),
+                                        samples=check_positive_int(args.samples, "samples"), max_memory=max_memory,
+                                        progress=progress)
+            finally:
+                progress.close()
+            print(dumps(result) if args.json else format_conv_bench(result))
+            return 0
         if args.memory:
             from construct.bench_memory import format_memory_bench, run_memory_bench
 

@@ -60,11 +60,12 @@ class CaseResult:
     bound_ratio: float = 0.0                 # largest best bound / attacked error over all seeds
     bound_methods: tuple = ()                # which bound was the best, per seed
     interval_claim: bool = True              # every bound ≥ the attacked error, every seed
+    accuracy_claim: bool = True              # conv digits rows: ticket test accuracy = target's, successful seeds
 
     @property
     def passed(self) -> bool:
         return (not self.feasible) or (self.success_claim and self.certificate_claim and self.sampled_claim
-                                       and self.interval_claim)
+                                       and self.interval_claim and self.accuracy_claim)
 
     def to_dict(self) -> dict:
         d = dict(self.__dict__)
@@ -106,12 +107,75 @@ def cases_for(budget: str) -> list[CheckCase]:
     if budget == "full":
         cases.append(CheckCase("2l", "digits", 0.5, eps=0.01, seeds=3))
         cases.append(CheckCase("l+1", "random:2,3,2", 1.0, seeds=seeds))
+    # convolutional and residual targets trained on digits (docs/math.md §9), one trained target per case
+    conv_seeds = 3 if budget == "fast" else 10
+    for p in ((1.0, 0.5, 0.1) if budget == "fast" else (1.0, 0.5, 0.2, 0.1)):
+        cases.append(CheckCase("2l", "digits-cnn", p, eps=CONV_EPS, seeds=conv_seeds))
+    for p in ((0.5,) if budget == "fast" else (1.0, 0.5, 0.1)):
+        cases.append(CheckCase("2l", "digits-resnet", p, eps=CONV_EPS, seeds=conv_seeds))
     return cases
+
+
+#: network sup-error of the convolutional rows (digits images in [0, 1])
+CONV_EPS = 0.05
+
+
+def run_conv_case(case: CheckCase) -> CaseResult:
+    """A convolutional row: the target (trained once, seed 0) inside sources of seeds 1..seeds; claims as for the MLP
+    rows, the attacked error (:func:`construct.conv_attack.conv_attack_error`) ≤ certificate, and the ticket's
+    digits test accuracy equal to the target's for every successful seed."""
+    from construct.conv_attack import conv_attack_error
+    from construct.conv_strong import build_conv_strong_ticket, digits_accuracies, load_conv_target
+
+    t0 = time.perf_counter()
+    target = load_conv_target(case.target, seed=0, box=(0.0, 1.0))
+    successes = runs = 0
+    cert_ok = sampled_ok = interval_ok = acc_ok = True
+    worst_cert = worst_sampled = attacked = 0.0
+    failed_cert = None
+    width_factor, src, kept = 0.0, 0, 0
+    accs = []
+    for seed in range(1, case.seeds + 1):
+        ticket, rep = build_conv_strong_ticket(target, target.input_shape, case.density, case.delta, seed,
+                                               eps=case.eps, weight_eps=case.weight_eps, box=target.box, samples=128)
+        runs += 1
+        successes += int(rep.success)
+        att = conv_attack_error(ticket, seed=seed).error
+        attacked = max(attacked, att)
+        interval_ok &= att <= rep.certificate + 1e-9 * (1.0 + rep.certificate)
+        worst_sampled = max(worst_sampled, rep.sampled_error)
+        sampled_ok &= rep.sampled_error <= rep.certificate + 1e-9 * (1.0 + rep.certificate)
+        acc = digits_accuracies(ticket)
+        accs.append(acc)
+        if rep.success:
+            worst_cert = max(worst_cert, rep.certificate)
+            if case.eps is not None:
+                cert_ok &= rep.certificate <= case.eps
+            acc_ok &= acc["digits test accuracy (ticket)"] == acc["digits test accuracy (target)"]
+        else:
+            failed_cert = max(failed_cert or 0.0, rep.certificate)
+        src, kept = rep.source_params, rep.ticket_params
+        width_factor = rep.source_params / max(1, rep.target_params)
+    pvalue = binomtest(successes, runs, 1.0 - case.delta, alternative="less").pvalue
+    t_acc = accs[0]["digits test accuracy (target)"]
+    k_acc = [a["digits test accuracy (ticket)"] for a in accs]
+    note = (f"p={pvalue:.3g}; test accuracy target {t_acc:.4f}, tickets {min(k_acc):.4f}-{max(k_acc):.4f} "
+            f"(predictions that differ: up to {max(a['test predictions that differ'] for a in accs)})")
+    if failed_cert is not None:
+        note += f"; {runs - successes} seed(s) failed, certificate up to {failed_cert:.3e} (no claim)"
+    ratio = worst_cert / attacked if attacked > 0 else 0.0
+    return CaseResult(case, True, note, successes, runs, width_factor, src, kept, worst_cert, worst_sampled,
+                      bool(pvalue >= ALPHA), bool(cert_ok), bool(sampled_ok), time.perf_counter() - t0, failed_cert,
+                      attacked, worst_cert, ratio, ("certificate",) * runs, bool(interval_ok), bool(acc_ok))
 
 
 def run_case(case: CheckCase, max_source_params: int = 60_000_000, bound_seconds: float = 3.0) -> CaseResult:
     """Build the case's ticket for seeds 1..seeds and evaluate the four claims (``bound_seconds``: MILP budget of
     each ticket's error interval)."""
+    from construct.conv_strong import CONV_MODEL_NAMES
+
+    if case.target.split(":", 1)[0] in CONV_MODEL_NAMES:
+        return run_conv_case(case)
     from construct.error_interval import error_interval
 
     from construct.strong import build_strong_ticket

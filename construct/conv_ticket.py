@@ -42,7 +42,7 @@ from construct.conv_source import ConvSource
 from construct.conv_target import ConvTarget, WeightedLayer, value_shapes
 
 __all__ = ["LayerSelection", "ConvTicket", "effective_weights", "conv_ticket_forward", "channel_bounds",
-           "conv_certificate", "ConvCertificate", "conv_sampled_error"]
+           "conv_certificate", "ConvCertificate", "conv_sampled_error", "target_values"]
 
 _CHUNK_ENTRIES = 1 << 24  # float64 entries of one conv's windows per forward batch
 
@@ -138,8 +138,9 @@ def _weighted_forward(x, wl: WeightedLayer, P, N, bias):
     return out + bias[None, :, None, None]
 
 
-def _walk(target: ConvTarget, x, weighted_fn):
-    """Evaluate the folded architecture on x, weighted records through ``weighted_fn(x, wl)``."""
+def _walk(target: ConvTarget, x, weighted_fn, values_out: dict | None = None):
+    """Evaluate the folded architecture on x, weighted records through ``weighted_fn(x, wl)``; every value is stored
+    in ``values_out`` when given."""
     from construct.architecture import architecture_forward, Architecture
 
     values = {INPUT: np.asarray(x, dtype=np.float64)}
@@ -154,12 +155,15 @@ def _walk(target: ConvTarget, x, weighted_fn):
             h = architecture_forward(Architecture((rec.__class__(rec.kind, rec.name, (INPUT,), rec.params, rec.attrs),)),
                                      values[rec.inputs[0]])
         values[rec.name] = h
+    if values_out is not None:
+        values_out.update(values)
     return h
 
 
-def conv_ticket_forward(ticket: ConvTicket, x: np.ndarray, effective=None) -> np.ndarray:
+def conv_ticket_forward(ticket: ConvTicket, x: np.ndarray, effective=None, values_out: dict | None = None) -> np.ndarray:
     """The ticket's output for a batch x (N, *input_shape) (float64). ``effective``: precomputed
-    [effective_weights(...)] per weighted layer (optional)."""
+    [effective_weights(...)] per weighted layer (optional); ``values_out``: a dict that receives every intermediate
+    value by record name (the input under ``"<input>"``)."""
     eff = effective if effective is not None else [effective_weights(s, w) for s, w in
                                                    zip(ticket.layers, ticket.target.weighted)]
     by_index = {w.name: e for w, e in zip(ticket.target.weighted, eff)}
@@ -168,7 +172,20 @@ def conv_ticket_forward(ticket: ConvTicket, x: np.ndarray, effective=None) -> np
         P, N, bhat, _ = by_index[wl.name]
         return _weighted_forward(h, wl, P, N, bhat)
 
-    return _walk(ticket.target, x, fn)
+    return _walk(ticket.target, x, fn, values_out)
+
+
+def target_values(target: ConvTarget, x: np.ndarray) -> dict:
+    """Every value of the target (by record name, the input under ``"<input>"``) for a batch x."""
+
+    def fn(h, wl):
+        if wl.kind == "linear":
+            return h @ wl.weight.T + wl.bias
+        return _conv(h, wl.weight, wl.stride, wl.padding) + wl.bias[None, :, None, None]
+
+    values = {}
+    _walk(target, x, fn, values)
+    return values
 
 
 def _pad_zero(lo, hi, padding):
@@ -224,6 +241,7 @@ class ConvCertificate:
     layer_error: dict
     layer_mismatch: dict
     amplification: dict
+    value_errors: dict = field(default_factory=dict, repr=False)  # value name -> certified error per channel
 
     def to_dict(self) -> dict:
         return {"certificate": self.certificate, "layer_error": self.layer_error,
@@ -272,7 +290,7 @@ def conv_certificate(ticket: ConvTicket, effective=None, bounds=None) -> ConvCer
             e = e_in
         errors[rec.name] = e
     out = errors[target.architecture.layers[-1].name]
-    return ConvCertificate(float(out.max(initial=0.0)), layer_error, mismatch, amps)
+    return ConvCertificate(float(out.max(initial=0.0)), layer_error, mismatch, amps, errors)
 
 
 @dataclass(frozen=True)

@@ -348,12 +348,16 @@ def _given_bounds(value, names) -> dict:
     return out
 
 
-def _in_layer(name, fn, *args):
-    """fn(*args), with a ValueError's message prefixed by the layer it concerns."""
+_FORWARD_HINT = (" (the forward split of eps is worst-case; instance_eps, --weight-eps, sets the per-instance "
+                 "tolerance directly)")
+
+
+def _in_layer(name, hint, fn, *args):
+    """fn(*args), with a ValueError's message prefixed by the layer it concerns and followed by ``hint``."""
     try:
         return fn(*args)
     except ValueError as exc:
-        raise type(exc)(f"layer {name!r}: {exc}") from None
+        raise type(exc)(f"layer {name!r}: {str(exc).splitlines()[0]}{hint}") from None
 
 
 def _solve(nodes, dens, delta, eps, eps_fixed, bounds, sides, P, dtype):
@@ -365,6 +369,7 @@ def _solve(nodes, dens, delta, eps, eps_fixed, bounds, sides, P, dtype):
     for node in nodes:
         for src in node.inputs:  # an addition reading v twice appears twice
             consumers[src].append(node)
+    hint = _FORWARD_HINT if eps_fixed is None else ""
     delta_i = delta / (4.0 * sum(n.fan_in * n.fan_out for n in weighted))
     for _ in range(50):
         eps_l = [0.0] * Lw
@@ -390,11 +395,11 @@ def _solve(nodes, dens, delta, eps, eps_fixed, bounds, sides, P, dtype):
                                      "the float range: allowed a per-instance tolerance (instance_eps, --weight-eps) "
                                      "for this target")
                 eps_l[i] = backward_layer_tolerance(eps, Lw, bounds[i], G[node.name])
-            caps[i] = _in_layer(node.name, _cap, eps_l[i] / P, delta_i, "product", dtype)
+            caps[i] = _in_layer(node.name, hint, _cap, eps_l[i] / P, delta_i, "product", dtype)
             amps[i] = float(sides[i] * node.fan_in * caps[i] * P)
         layers = []
         for i, node in enumerate(weighted):
-            layers.append(_in_layer(node.name, _layer_widths, node, dens[2 * i], dens[2 * i + 1], eps_l[i], delta_i, P,
+            layers.append(_in_layer(node.name, hint, _layer_widths, node, dens[2 * i], dens[2 * i + 1], eps_l[i], delta_i, P,
                                     sides[i], amps[i], dtype))
         count = sum(layer.instances for layer in layers)
         new_delta = delta / count

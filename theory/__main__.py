@@ -250,13 +250,14 @@ def _format_check(report) -> str:
 
 def _format_conv_widths(record) -> str:
     """Per-layer table and totals of a theory.conv_widths.ConvStrongWidths."""
-    header = (f"{'layer':<12} {'fan_in':>7} {'fan_out':>7} {'sides':>5} {'p_A':>7} {'p_B':>7} {'k':>7} {'g0':>7} "
+    name_width = max([len("layer")] + [len(layer.name) for layer in record.layers])
+    header = (f"{'layer':<{name_width}} {'fan_in':>7} {'fan_out':>7} {'sides':>5} {'p_A':>7} {'p_B':>7} {'k':>7} {'g0':>7} "
               f"{'source A (m x fan_in)':>22} {'source B (fan_out x m)':>22} {'source weights':>15} {'instances':>10} "
               f"{'eps_l':>10}")
     lines = [header, "-" * len(header)]
     for i, layer in enumerate(record.layers):
         (m, fi), (fo, _) = layer.source_shapes
-        lines.append(f"{layer.name:<12} {layer.fan_in:>7} {layer.fan_out:>7} {layer.sides:>5} "
+        lines.append(f"{layer.name:<{name_width}} {layer.fan_in:>7} {layer.fan_out:>7} {layer.sides:>5} "
                      f"{record.densities[2 * i]:>7.4g} {record.densities[2 * i + 1]:>7.4g} {layer.k:>7} {layer.g0:>7} "
                      f"{f'{m} x {fi}':>22} {f'{fo} x {m}':>22} {layer.source_params:>15} {layer.instances:>10} "
                      f"{layer.instance_eps:>10.3g}")

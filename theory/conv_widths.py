@@ -552,7 +552,8 @@ def nodes_from_description(doc) -> tuple:
     """The target graph (:class:`GraphNode` tuple) of an architecture description, the JSON ``construct`` writes:
     ``{"name": ..., "input_shape": [c, H, W] (or [n], or null), "layers": [record, ...]}``, one record per
     ``construct.architecture.Layer.describe()`` in execution order, reading earlier records or "<input>"
-    (docs/math.md §9).
+    (docs/math.md §9); a record without "inputs" reads the record before it (as in construct's state_dict
+    descriptions).
 
     conv2d (shapes.weight (c_out, c_in, k_h, k_w)) → weighted, fan_in = c_in·k_h·k_w, fan_out = c_out, kernel (k_h, k_w);
     linear (shapes.weight (n_out, n_in)) → weighted, fan_in = n_in; relu → relu; maxpool2d, avgpool2d,
@@ -578,14 +579,18 @@ def nodes_from_description(doc) -> tuple:
     else:
         raise ValueError(f"description has input_shape={input_shape!r}: allowed [c, H, W], [n] or null")
     readers: dict[str, int] = {}
+    previous = INPUT
     for record in records:
         if isinstance(record, Mapping):
-            for src in record.get("inputs") or ():
+            inputs = record.get("inputs", [previous])
+            for src in inputs if isinstance(inputs, list) else ():
                 if isinstance(src, str):
                     readers[src] = readers.get(src, 0) + 1
+            previous = record.get("name")
     alias = {INPUT: INPUT}  # description name -> node name (a folded batchnorm stands for its conv)
     kinds = {INPUT: "input"}
     nodes = [GraphNode(INPUT, "input", ())]
+    previous = INPUT
     for i, record in enumerate(records):
         if not isinstance(record, Mapping):
             raise ValueError(f"layers[{i}] is a {type(record).__name__}: allowed a layer record (a JSON object)")
@@ -595,7 +600,7 @@ def nodes_from_description(doc) -> tuple:
             raise ValueError(f"layers[{i}] has name={name!r}: allowed a unique non-empty string other than '<input>'")
         if kind not in DESCRIPTION_KINDS:
             raise ValueError(f"layer {name!r} has kind {kind!r}: allowed {', '.join(DESCRIPTION_KINDS)}")
-        inputs = record.get("inputs")
+        inputs = record.get("inputs", [previous])  # as construct's state_dict descriptions: default the record before
         want = 2 if kind == "add" else 1
         if not (isinstance(inputs, list) and len(inputs) == want and all(isinstance(s, str) for s in inputs)):
             raise ValueError(f"{where} has inputs={inputs!r}: allowed a list of {want} earlier layer name(s) or '<input>'")
@@ -613,6 +618,7 @@ def nodes_from_description(doc) -> tuple:
             if c != channels:
                 raise ValueError(f"{where} has {c} channels but {inputs[0]!r} has {channels} outputs: allowed equal")
             alias[name] = srcs[0]
+            previous = name
             continue
         if kind == "conv2d":
             c_out, c_in, kh, kw = _shape(record, "weight", 4, where)
@@ -674,5 +680,6 @@ def nodes_from_description(doc) -> tuple:
             node = GraphNode(name, "add", srcs)
         alias[name] = name
         kinds[name] = kind
+        previous = name
         nodes.append(node)
     return check_nodes(nodes)

@@ -399,3 +399,35 @@ def test_cli_subprocess_exit_codes(bad_files):
     bad = subprocess.run([sys.executable, "-m", "theory", *BASE[:3], str(bad_files / "kind.json"), *BASE[4:],
                           "--weight-eps", "0.01"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and bad.stdout == "" and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_reads_what_construct_architecture_describes():
+    """The records of construct.architecture.Layer.describe() (a residual block with BN and a 1×1 shortcut)."""
+    import numpy as np
+
+    from construct.architecture import Architecture, Layer
+
+    def conv_layer(name, inputs, c_out, c_in, k, stride, padding):
+        return Layer("conv2d", name, inputs, {"weight": np.zeros((c_out, c_in, k, k)), "bias": np.zeros(c_out)},
+                     {"stride": (stride, stride), "padding": (padding, padding)})
+
+    def bn_layer(name, inputs, c):
+        return Layer("batchnorm2d", name, inputs, {k: np.ones(c) for k in ("weight", "bias", "running_mean",
+                                                                            "running_var")}, {"eps": 1e-5})
+
+    arch = Architecture((
+        conv_layer("c1", ("<input>",), 4, 2, 3, 1, 1), bn_layer("c1.bn", ("c1",), 4), Layer("relu", "r1", ("c1.bn",)),
+        conv_layer("c2", ("r1",), 4, 4, 3, 1, 1), Layer("relu", "r2", ("c2",)),
+        Layer("add", "sum", ("r2", "r1")), Layer("maxpool2d", "pool", ("sum",), attrs={
+            "kernel_size": (2, 2), "stride": (2, 2), "padding": (0, 0)}),
+        Layer("flatten", "flat", ("pool",)),
+        Layer("linear", "fc", ("flat",), {"weight": np.zeros((3, 16)), "bias": np.zeros(3)})))
+    doc = json.loads(json.dumps({"name": "block", "input_shape": [2, 4, 4], "layers": arch.describe()}))
+    nodes = nodes_from_description(doc)
+    assert [(n.name, n.kind, n.inputs) for n in nodes] == [
+        ("<input>", "input", ()), ("c1", "weighted", ("<input>",)), ("r1", "relu", ("c1",)),
+        ("c2", "weighted", ("r1",)), ("r2", "relu", ("c2",)), ("sum", "add", ("r2", "r1")), ("pool", "pass", ("sum",)),
+        ("flat", "flatten", ("pool",)), ("fc", "weighted", ("flat",))]
+    assert [(n.fan_in, n.fan_out) for n in nodes if n.kind == "weighted"] == [(18, 4), (36, 4), (16, 3)]
+    doc["layers"][-1]["shapes"]["weight"] = [3, 17]  # 4 channels × 2 × 2 after pooling is 16
+    _refused(doc, "n_in=17 but 'flat' gives 16 features")

@@ -657,7 +657,7 @@ def nodes_from_description(doc) -> tuple:
                 spatial = (1, 1)
             else:
                 ks = _pair(record, "kernel_size", None, where, 1)
-                stride = _pair(record, "stride", list(ks), where, 1) if record.get("stride") is not None else ks
+                stride = _pair(record, "stride", list(ks), where, 1)  # torch's default stride is the window
                 padding = _pair(record, "padding", 0, where, 0)
                 if spatial is not None:
                     spatial = tuple((size + 2 * p - k) // s + 1 for size, p, k, s in zip(spatial, padding, ks, stride))

@@ -381,6 +381,9 @@ BAD = [
     (["--weight-eps", "0.01", "--target", "{dir.json}"], "is a directory"),
     (["--weight-eps", "0.01", "--target", "{missing.json}"], "no such file"),
     (["--eps", "0.001"], "--weight-eps"),
+    (["--weight-eps", "0.01", "--max-memory", "10"], "over the budget of 10 B"),
+    (["--weight-eps", "0.01", "--density", "1e-300"], "more than 2^63 units"),
+    (["--weight-eps", "0.01", "--target", "4,3", "--scheme", "erk"], "implemented for .json targets only"),
 ]
 
 

@@ -188,9 +188,6 @@ def _conv_widths(args, density):
 def _strong_widths(target, density, delta, args):
     from theory.strong_widths import strong_widths
 
-    if args.scheme is not None:
-        raise ValueError(f"scheme={args.scheme!r} is implemented for .json targets only: allowed --density per source "
-                         "layer for target widths")
     eps, weight_eps = _tolerances(args)
     return strong_widths(target, density, delta, eps=eps, instance_eps=weight_eps, construction=args.construction,
                          box=_parse_box(args.box))
@@ -211,6 +208,9 @@ def _compute(args):
         if str(args.target).lower().endswith(".json"):
             return _conv_widths(args, density)
         target = parse_int_list(args.target, "target")
+        if args.scheme is not None:
+            raise ValueError(f"scheme={args.scheme!r} is implemented for .json targets only: allowed --density per "
+                             "source layer for target widths")
         if args.ticket == "weak":
             from theory.weak_widths import weak_widths
 

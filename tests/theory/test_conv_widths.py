@@ -384,6 +384,7 @@ BAD = [
     (["--weight-eps", "0.01", "--max-memory", "10"], "over the budget of 10 B"),
     (["--weight-eps", "0.01", "--density", "1e-300"], "more than 2^63 units"),
     (["--weight-eps", "0.01", "--target", "4,3", "--scheme", "erk"], "implemented for .json targets only"),
+    (["--target", "4,3", "--ticket", "weak", "--scheme", "erk"], "implemented for .json targets only"),
 ]
 
 

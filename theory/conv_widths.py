@@ -80,8 +80,8 @@ from theory.validation import check_choice, check_density, check_open_unit, chec
 from theory.weak_widths import per_layer_densities
 
 __all__ = ["NODE_KINDS", "DESCRIPTION_KINDS", "INPUT", "SCHEMES", "SCHEME_ITERATIONS", "GraphNode", "ConvLayerWidths",
-           "ConvStrongWidths", "check_nodes", "signed_inputs", "worst_case_input_bounds_l1", "conv_strong_widths",
-           "nodes_from_description"]
+           "ConvStrongWidths", "check_nodes", "signed_inputs", "worst_case_input_bounds_l1", "graph_gains",
+           "conv_strong_widths", "nodes_from_description"]
 
 NODE_KINDS = ("input", "weighted", "relu", "pass", "flatten", "add")
 #: Record kinds of an architecture description (``construct.architecture.Layer.describe()``).
@@ -360,43 +360,74 @@ def _in_layer(name, hint, fn, *args):
         raise type(exc)(f"layer {name!r}: {str(exc).splitlines()[0]}{hint}") from None
 
 
+def _reverse_gains(nodes, amplification_of) -> dict:
+    """{node name: G(v)} for checked ``nodes`` (module docstring): G(output) = 1, G(v) = Σ_{edges v→c} G(c)·(Λ_c if c is
+    weighted else 1), in reverse execution order; ``amplification_of(node, gain)`` is called once per weighted node,
+    after its own gain is known (its consumers come later), and returns its Λ."""
+    consumers: dict[str, list] = {n.name: [] for n in nodes}
+    for node in nodes:
+        for src in node.inputs:  # an addition reading v twice appears twice
+            consumers[src].append(node)
+    G: dict[str, float] = {}
+    amps: dict[str, float] = {}
+    for node in reversed(nodes):
+        if node is nodes[-1]:
+            G[node.name] = 1.0
+        else:
+            G[node.name] = sum(G[c.name] * (amps[c.name] if c.kind == "weighted" else 1.0) for c in consumers[node.name])
+        if node.kind == "weighted":
+            amps[node.name] = float(amplification_of(node, G[node.name]))
+    return G
+
+
+def graph_gains(nodes, amplification) -> dict:
+    """{node name: G(v)}, the gain from node v's output to the network output over the graph ``nodes``, given the
+    amplification Λ_ℓ of every weighted layer (a dict name → Λ_ℓ ≥ 0): G(output) = 1 and
+    G(v) = Σ over edges v→c of G(c)·(Λ_c if c is weighted else 1), so that e(output) ≤ Σ_ℓ G(ℓ)·s_ℓ for layer-wise
+    error terms s_ℓ (docs/math.md §9, module docstring). With the Λ_ℓ of a built ticket this is the a-posteriori
+    (backward) version of the split; :func:`conv_strong_widths` uses the worst-case Λ_ℓ."""
+    nodes = check_nodes(nodes)
+    names = [n.name for n in nodes if n.kind == "weighted"]
+    if not isinstance(amplification, Mapping) or set(amplification) != set(names):
+        raise ValueError(f"amplification={amplification!r:.80}: allowed a dict with exactly the weighted layers "
+                         f"{', '.join(map(repr, names))}")
+    for name in names:
+        value = amplification[name]
+        if not (isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value))
+                and float(value) >= 0):
+            raise ValueError(f"amplification[{name!r}]={value!r} is out of range: allowed a finite number >= 0")
+    return _reverse_gains(nodes, lambda node, gain: amplification[node.name])
+
+
 def _solve(nodes, dens, delta, eps, eps_fixed, bounds, sides, P, dtype):
     """The fixed point δ' ↔ instance count for one dtype: (ε_ℓ, G_ℓ, δ', per-layer widths) (module docstring)."""
     weighted = [n for n in nodes if n.kind == "weighted"]
     Lw = len(weighted)
     index = {n.name: i for i, n in enumerate(weighted)}
-    consumers: dict[str, list] = {n.name: [] for n in nodes}
-    for node in nodes:
-        for src in node.inputs:  # an addition reading v twice appears twice
-            consumers[src].append(node)
     hint = _FORWARD_HINT if eps_fixed is None else ""
     delta_i = delta / (4.0 * sum(n.fan_in * n.fan_out for n in weighted))
     for _ in range(50):
         eps_l = [0.0] * Lw
         gains = [0.0] * Lw
-        caps = [0] * Lw
         amps = [0.0] * Lw
-        G: dict[str, float] = {}
-        for node in reversed(nodes):  # every consumer of a node comes after it: its gain and Λ are known
-            if node is nodes[-1]:
-                G[node.name] = 1.0
-            else:
-                G[node.name] = sum(G[c.name] * (amps[index[c.name]] if c.kind == "weighted" else 1.0)
-                                   for c in consumers[node.name])
-            if node.kind != "weighted":
-                continue
+
+        def amplification_of(node, gain):
+            """ε_ℓ from the gain (forward split) or as given, then the worst-case Λ_ℓ = sides·fan_in·C_ℓ·P."""
             i = index[node.name]
-            gains[i] = G[node.name]
+            gains[i] = gain
             if eps_fixed is not None:
                 eps_l[i] = eps_fixed[i]
             else:
-                if not math.isfinite(G[node.name]):
+                if not math.isfinite(gain):
                     raise ValueError(f"eps={eps!r}: the worst-case gain from layer {node.name!r} to the output overflows "
                                      "the float range: allowed a per-instance tolerance (instance_eps, --weight-eps) "
                                      "for this target")
-                eps_l[i] = backward_layer_tolerance(eps, Lw, bounds[i], G[node.name])
-            caps[i] = _in_layer(node.name, hint, _cap, eps_l[i] / P, delta_i, "product", dtype)
-            amps[i] = float(sides[i] * node.fan_in * caps[i] * P)
+                eps_l[i] = backward_layer_tolerance(eps, Lw, bounds[i], gain)
+            cap = _in_layer(node.name, hint, _cap, eps_l[i] / P, delta_i, "product", dtype)
+            amps[i] = float(sides[i] * node.fan_in * cap * P)
+            return amps[i]
+
+        _reverse_gains(nodes, amplification_of)
         layers = []
         for i, node in enumerate(weighted):
             layers.append(_in_layer(node.name, hint, _layer_widths, node, dens[2 * i], dens[2 * i + 1], eps_l[i], delta_i, P,

@@ -9,13 +9,14 @@ import subprocess
 import sys
 from importlib import resources
 
+import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
 from theory import strategies
 from theory.__main__ import main
 from theory.cli import run_main
-from theory.conv_widths import (GraphNode, conv_strong_widths, nodes_from_description, signed_inputs,
+from theory.conv_widths import (GraphNode, conv_strong_widths, graph_gains, nodes_from_description, signed_inputs,
                                 worst_case_input_bounds_l1)
 from theory.strong_widths import strong_widths
 
@@ -180,6 +181,59 @@ def test_gains_on_a_residual_graph_by_hand():
     t = conv_strong_widths(twice, 0.6, 0.1, eps=eps)
     assert t.gains == (2 * t.layers[1].amplification, 1.0)
     assert t.input_bounds_l1 == (3.0, 2 * 2 * 4.0)  # B(sum) = 4 + 4, fan_in 2
+
+
+def test_graph_gains_by_hand_and_as_used():
+    g = graph_gains(residual_graph(), {"c1": 7.0, "c2": 2.0, "c3": 3.0, "c4": 5.0})
+    # G(c4) = 1, G(r3) = G(sum) = G(c3) = Λ4 = 5, G(r2) = G(c2) = Λ3·Λ4 = 15, G(r1) = G(c1) = Λ2·15 + 5 = 35
+    assert g == {"c4": 1.0, "r3": 5.0, "sum": 5.0, "c3": 5.0, "r2": 15.0, "c2": 15.0, "r1": 35.0, "c1": 35.0,
+                 "<input>": 245.0}
+    w = conv_strong_widths(residual_graph(), 0.5, 0.1, instance_eps=0.05)
+    again = graph_gains(residual_graph(), {layer.name: layer.amplification for layer in w.layers})
+    assert w.gains == tuple(again[layer.name] for layer in w.layers)
+    with pytest.raises(ValueError, match="exactly the weighted layers"):
+        graph_gains(residual_graph(), {"c1": 1.0})
+
+
+def _forward(nodes, params, x):
+    """The graph's output for a batch x (N, n_0): weighted = x @ W.T + b (a dense layer over its virtual inputs)."""
+    values = {"<input>": x}
+    for node in nodes[1:]:
+        a = values[node.inputs[0]]
+        if node.kind == "weighted":
+            W, b = params[node.name]
+            values[node.name] = a @ W.T + b
+        elif node.kind == "relu":
+            values[node.name] = np.maximum(a, 0.0)
+        elif node.kind == "add":
+            values[node.name] = a + values[node.inputs[1]]
+        else:
+            values[node.name] = a
+    return values[nodes[-1].name]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_unrolled_graph_bound_holds_for_perturbed_networks(seed):
+    """docs/math.md §9: e(output) ≤ Σ_ℓ G_ℓ·(η_ℓ·‖B_ℓ‖_1 + η_ℓ) for any network Ŵ = W + Δ with |Δ|, |b̂ − b| ≤ η_ℓ,
+    Λ_ℓ = the largest row sum of |Ŵ_ℓ| and worst-case channel bounds (|W|, |b| ≤ 1 on the box [−1, 1])."""
+    rng = np.random.default_rng(seed)
+    nodes = residual_graph()
+    params, perturbed, eta, amp = {}, {}, {}, {}
+    for node in nodes:
+        if node.kind == "weighted":
+            W = rng.uniform(-1, 1, (node.fan_out, node.fan_in))
+            b = rng.uniform(-1, 1, node.fan_out)
+            eta[node.name] = float(rng.choice([1e-3, 1e-2, 1e-1]))
+            W_hat = W + rng.uniform(-1, 1, W.shape) * eta[node.name]
+            b_hat = b + rng.uniform(-1, 1, b.shape) * eta[node.name]
+            params[node.name], perturbed[node.name] = (W, b), (W_hat, b_hat)
+            amp[node.name] = float(np.abs(W_hat).sum(axis=1).max())
+    gains = graph_gains(nodes, amp)
+    bounds = worst_case_input_bounds_l1(nodes, 1.0, (-1.0, 1.0))
+    certificate = sum(gains[n] * eta[n] * (bounds[n] + 1.0) for n in eta)
+    x = np.concatenate([rng.uniform(-1, 1, (2000, 3)), np.array(np.meshgrid(*[[-1.0, 1.0]] * 3)).reshape(3, -1).T])
+    error = np.abs(_forward(nodes, perturbed, x) - _forward(nodes, params, x)).max()
+    assert 0 < error <= certificate
 
 
 def test_total_instances_is_the_sum_of_the_formula():

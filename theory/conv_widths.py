@@ -33,9 +33,9 @@ input u; an addition gives e(v) ≤ e(u_1) + e(u_2). For weighted ℓ reading u,
 
 because every instance chooses at most C_ℓ candidates per part (P parts, sides_ℓ instances per virtual input and
 output) with |c| = |v·a| ≤ 1, each an intermediate unit whose error is ≤ |a|·e(u), while the chosen sums miss
-W·x_j by at most ε_ℓ·B_j (one instance of a sign split is active) and the bias by at most ε_ℓ. (The brief's
-Λ_ℓ = fan_in·C_ℓ·P is the sides = 1 case; with the sign split both sides' units carry the input error, hence the
-factor sides_ℓ. A chain's only signed layer is its first, whose input error is 0, so chains are unaffected.)
+W·x_j by at most ε_ℓ·B_j (one instance of a sign split is active) and the bias by at most ε_ℓ. (With the sign
+split the units of both sides carry the input error, hence the factor sides_ℓ; a chain's only signed layer is its
+first, whose input error is 0, so for chains Λ_ℓ is that of :mod:`theory.strong_widths`.)
 ‖B_ℓ‖_1 is the sum over the fan_in virtual inputs of their channel bounds: ``input_bounds_l1[name]`` (computed
 from the actual target) when given, else the worst case over all targets with |W|, |b| ≤ w̄: a scalar channel bound
 per node, B(input) = max(|a|, |b|), B(weighted) = fan_in·w̄·B(in) + w̄ (the + w̄ also without biases, as

@@ -93,21 +93,16 @@ def test_digits_training_is_bit_identical_and_leaves_torch_state_alone(cnn, data
     rng_before = torch.get_rng_state()
     torch.set_num_threads(2 if threads == 1 else 1)  # the caller's thread count does not change the weights
     try:
-        again = digits_cnn(0, data)
+        again, shape, text = conv_module("digits-cnn", 0)  # the named spec is digits_cnn(0) on digits_data(0)
         assert torch.get_num_threads() == (2 if threads == 1 else 1)
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(torch.get_rng_state(), rng_before)
     assert _state_equal(again, cnn)
+    assert shape == (1, 8, 8) and "digits-cnn" in text and "450 test" in text
     assert not _state_equal(digits_cnn(1, data, epochs=1), digits_cnn(0, data, epochs=1))
     short = [digits_resnet(3, data, epochs=2) for _ in range(2)]  # BatchNorm buffers included
     assert _state_equal(*short)
-
-
-def test_conv_module_digits_spec_is_the_seeded_model(cnn):
-    module, shape, text = conv_module("digits-cnn", 0)
-    assert shape == (1, 8, 8) and _state_equal(module, cnn)
-    assert "digits-cnn" in text and "450 test" in text
 
 
 # ------------------------------------------------------------------------------------------------ ResNet-18

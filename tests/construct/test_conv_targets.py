@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from construct.architecture import LAYER_KINDS, architecture_forward
+from construct.architecture import LAYER_KINDS, Architecture, Layer, architecture_forward, fold_batchnorm
 from construct.conv_targets import (DigitsData, accuracy, conv_module, digits_cnn, digits_data, digits_resnet,
                                     module_logits, module_test_accuracy, resnet18_target)
 from construct.modules import read_module
@@ -86,6 +86,30 @@ def test_digits_resnet_accuracy_and_architecture(resnet, data):
     assert all(np.abs(r.params["running_var"] - 1).max() > 1e-3 for r in bn)
     np.testing.assert_allclose(architecture_forward(arch, data.x_test), module_logits(resnet, data.x_test),
                                rtol=0, atol=1e-5)
+
+
+def _fold_all_batchnorms(arch: Architecture) -> Architecture:
+    """Every BatchNorm folded into the conv it reads (docs/math.md §9); readers of the BatchNorm read the conv."""
+    layers, rename = [], {}
+    for rec in arch.layers:
+        inputs = tuple(rename.get(i, i) for i in rec.inputs)
+        if rec.kind == "batchnorm2d":
+            k = next(i for i, r in enumerate(layers) if r.name == inputs[0])
+            layers[k] = fold_batchnorm(layers[k], rec)
+            rename[rec.name] = layers[k].name
+        else:
+            layers.append(Layer(rec.kind, rec.name, inputs, rec.params, rec.attrs))
+    return Architecture(tuple(layers), name=arch.name)
+
+
+def test_digits_resnet_with_folded_batchnorm_keeps_its_test_accuracy(resnet, data):
+    arch = read_module(resnet)
+    folded = _fold_all_batchnorms(arch)
+    assert [r.kind for r in folded.layers].count("batchnorm2d") == 0
+    assert [r.kind for r in folded.layers].count("conv2d") == 6
+    got, want = architecture_forward(folded, data.x_test), architecture_forward(arch, data.x_test)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-9 * np.abs(want).max())
+    assert accuracy(got, data.y_test) == module_test_accuracy(resnet, data)
 
 
 def test_digits_training_is_bit_identical_and_leaves_torch_state_alone(cnn, data):

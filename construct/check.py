@@ -110,14 +110,15 @@ def cases_for(budget: str) -> list[CheckCase]:
     # convolutional and residual targets trained on digits (docs/math.md §9), one trained target per case
     conv_seeds = 3 if budget == "fast" else 10
     for p in ((1.0, 0.5, 0.1) if budget == "fast" else (1.0, 0.5, 0.2, 0.1)):
-        cases.append(CheckCase("2l", "digits-cnn", p, eps=CONV_EPS, seeds=conv_seeds))
+        cases.append(CheckCase("2l", "digits-cnn", p, eps=None, weight_eps=CONV_WEIGHT_EPS, seeds=conv_seeds))
     for p in ((0.5,) if budget == "fast" else (1.0, 0.5, 0.1)):
-        cases.append(CheckCase("2l", "digits-resnet", p, eps=CONV_EPS, seeds=conv_seeds))
+        cases.append(CheckCase("2l", "digits-resnet", p, eps=None, weight_eps=CONV_WEIGHT_EPS, seeds=conv_seeds))
     return cases
 
 
-#: network sup-error of the convolutional rows (digits images in [0, 1])
-CONV_EPS = 0.05
+#: per-instance tolerance of the convolutional rows (digits images in [0, 1]); a network eps is refused for these
+#: trained targets: theory's worst-case split over the graph asks for per-instance tolerances below 1e-10
+CONV_WEIGHT_EPS = 0.01
 
 
 def run_conv_case(case: CheckCase) -> CaseResult:

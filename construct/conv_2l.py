@@ -28,8 +28,7 @@ from construct.strong_2l import _padded_parts, _sign_groups
 
 __all__ = ["build_conv_2l", "layer_input_norm", "graph_gains"]
 
-_GATHER_ENTRIES = 1 << 23   # candidate entries gathered per solver call
-_ROW_ENTRIES = 1 << 25      # source entries of B_ℓ drawn per step
+_GATHER_ENTRIES = 1 << 23   # packed candidates per step (rows × groups × a·k)
 
 
 def layer_input_norm(target: ConvTarget, bounds, wl: WeightedLayer) -> float:
@@ -52,6 +51,47 @@ def graph_gains(target: ConvTarget, amplification: dict) -> dict:
         for src in rec.inputs:
             gains[src] = gains.get(src, 0.0) + g * factor
     return gains
+
+
+def _plan_total(cap) -> int:
+    """a·k: how many kept candidates an instance with search plan ``cap`` reads (construct.instances)."""
+    if cap is None:
+        from construct.subset_sum import DEFAULT_MAX_PREFIX
+
+        return DEFAULT_MAX_PREFIX
+    return int(cap) if np.ndim(cap) == 0 else int(cap[0]) * int(cap[1])
+
+
+def _first_kept(B, rr, groups, counts, need):
+    """For every (row i ∈ rr, group g): the first need[g] candidate units u of groups[g] (in order) with
+    M_B[i, u] = 1, and their weights v_{iu}; (r, G, max need) arrays padded with −1 / 0. Only the entries scanned are
+    computed (:func:`construct.counter_kernel.first_kept`), rows shared by threads."""
+    from construct.counter_kernel import first_kept
+    from construct.source import _threads
+
+    R, G = rr.size, groups.shape[0]
+    width = int(need.max(initial=0))
+    units = np.full((R, G, width), -1, dtype=np.int64)
+    v = np.zeros((R, G, width))
+    groups = np.ascontiguousarray(groups, dtype=np.int64)
+    counts = np.ascontiguousarray(counts, dtype=np.int64)
+    need = np.ascontiguousarray(need, dtype=np.int64)
+    rows = np.ascontiguousarray(rr, dtype=np.int64)
+
+    def run(sl):
+        first_kept(B._key_m, B._key_w, B.density, B.dtype == "float64", rows[sl], B.shape[1], groups, counts, need,
+                   units[sl], v[sl])
+
+    threads = min(_threads(), R)
+    if threads <= 1:
+        run(slice(0, R))
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        bounds = np.linspace(0, R, threads + 1).astype(int)
+        with ThreadPoolExecutor(max_workers=threads) as pool:  # the kernel releases the GIL
+            list(pool.map(run, [slice(bounds[i], bounds[i + 1]) for i in range(threads)]))
+    return units, v
 
 
 def _solve_layer(wl: WeightedLayer, A, B, parts: int, eps: float, cap, bias_cap, progress=None):
@@ -82,37 +122,33 @@ def _solve_layer(wl: WeightedLayer, A, B, parts: int, eps: float, cap, bias_cap,
     groups = np.concatenate([np.pad(g, ((0, 0), (0, width - g.shape[1])), constant_values=-1) for g in grp])
     G = groups.shape[0]
     n_weight = G - (P if (g0 and wl.has_bias) else 0)
-    safe = np.where(groups >= 0, groups, 0)
-    valid = groups >= 0
+    counts = (groups >= 0).sum(axis=1)
+    # every instance searches its first a·k kept candidates (construct.instances): B's entries are computed in
+    # candidate order until that many kept ones are found
+    need = np.array([_plan_total(cap)] * n_weight + [_plan_total(bias_cap)] * (G - n_weight))
     errors = np.zeros((fan_out, G))
     rows_out, cols_out, v_out = [], [], []
-    step = max(1, min(_GATHER_ENTRIES // max(1, G * width), _ROW_ENTRIES // max(1, B.shape[1])))
-    same_cap = cap == bias_cap or n_weight == G
+    step = max(1, _GATHER_ENTRIES // max(1, G * int(need.max(initial=1))))
     for r0 in range(0, fan_out, step):
         rr = np.arange(r0, min(fan_out, r0 + step))
-        w_rows, m_rows = B.take_rows(rr)
-        raw = w_rows[:, safe].astype(np.float64)   # (r, G, width): B weights v_{iu}
-        av = m_rows[:, safe] & valid[None]
-        del w_rows, m_rows
-        cand = raw * scale[safe][None]
+        units, v = _first_kept(B, rr, groups, counts, need)  # (r, G, a·k) unit ids (−1: none), weights
         t = targets[rr]
-        if same_cap:
-            m, e = solve_instances(cand.reshape(-1, width), av.reshape(-1, width), t.reshape(-1), eps / P, cap)
-            m = m.reshape(av.shape)
-            e = e.reshape(t.shape)
-        else:  # weight and bias instances use different caps
-            m = np.zeros(av.shape, dtype=bool)
-            e = np.zeros(t.shape)
-            for sl, c in ((slice(0, n_weight), cap), (slice(n_weight, G), bias_cap)):
-                mm, ee = solve_instances(cand[:, sl].reshape(-1, width), av[:, sl].reshape(-1, width),
-                                         t[:, sl].reshape(-1), eps / P, c)
-                m[:, sl] = mm.reshape(av[:, sl].shape)
-                e[:, sl] = ee.reshape(t[:, sl].shape)
+        cand = v * scale[np.maximum(units, 0)]
+        av = units >= 0
+        m = np.zeros(av.shape, dtype=bool)
+        e = np.zeros(t.shape)
+        for sl, c in ((slice(0, n_weight), cap), (slice(n_weight, G), bias_cap)):
+            if sl.stop <= sl.start:
+                continue
+            mm, ee = solve_instances(cand[:, sl].reshape(-1, cand.shape[2]), av[:, sl].reshape(-1, cand.shape[2]),
+                                     t[:, sl].reshape(-1), eps / P, c)
+            m[:, sl] = mm.reshape(av[:, sl].shape)
+            e[:, sl] = ee.reshape(t[:, sl].shape)
         errors[rr] = e
         ri, gi, ci = np.nonzero(m)
         rows_out.append(rr[ri])
-        cols_out.append(groups[gi, ci])
-        v_out.append(raw[ri, gi, ci])
+        cols_out.append(units[ri, gi, ci])
+        v_out.append(v[ri, gi, ci])
     rows = np.concatenate(rows_out) if rows_out else np.zeros(0, np.int64)
     cols = np.concatenate(cols_out) if cols_out else np.zeros(0, np.int64)
     v = np.concatenate(v_out) if v_out else np.zeros(0)

@@ -74,16 +74,16 @@ def plan_conv_strong(target: ConvTarget, density, delta: float, *, eps=None, wei
 
 
 def conv_build_bytes(layers, sw, dtype_bytes: int) -> float:
-    """Estimated peak bytes of the build: the largest layer's working set (A_ℓ's dedicated entries and a float64
-    scale per A_ℓ channel, candidate index arrays, drawn B_ℓ rows and gathered candidates) plus what every layer keeps
-    (≈ 24 bytes per kept B_ℓ entry, at most ``cap`` per instance, and 16 bytes per target weight for the effective
-    weights P, N)."""
-    from construct.conv_2l import _GATHER_ENTRIES, _ROW_ENTRIES
+    """Estimated peak bytes of the build: the largest layer's working set (A_ℓ's dedicated entries, a float64
+    scale per A_ℓ channel, candidate index arrays, B_ℓ mask entries of one step and the packed candidates) plus what
+    every layer keeps (≈ 24 bytes per kept B_ℓ entry, at most ``cap`` per instance, and 16 bytes per target weight
+    for the effective weights P, N)."""
+    from construct.conv_2l import _GATHER_ENTRIES
 
     worst, kept = 0.0, 0.0
     for (fan_in, fan_out, k, g0), lw in zip(layers, sw.layers):
         m = fan_in * k + g0
-        working = (dtype_bytes + 1 + 8) * m + 8 * m + 2 * (dtype_bytes + 1) * _ROW_ENTRIES + 34 * _GATHER_ENTRIES
+        working = (dtype_bytes + 1 + 8) * fan_in * k + 8 * m + 48 * _GATHER_ENTRIES
         worst = max(worst, working + 24.0 * fan_in * k * lw.sides * sw.parts / 2)
         kept += 24.0 * lw.instances * lw.cap / 2 + 16.0 * fan_in * fan_out
     return worst + kept

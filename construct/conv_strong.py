@@ -117,6 +117,7 @@ class ConvTicketReport:
     seconds: float
     attacked_error: float | None = None
     extra: dict | None = None
+    grouped_certificate: float | None = None
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -143,7 +144,9 @@ class ConvTicketReport:
         tol = f"eps {self.eps} (split: {self.tolerance_split})" if self.eps is not None else f"weight-eps {self.weight_eps}"
         attacked = "" if self.attacked_error is None else f", attacked error {self.attacked_error:.3e}"
         lines.append(f"  {tol}: success {self.success} ({self.failures} of {self.instances:,} instances failed); "
-                     f"certificate {self.certificate:.3e}; sampled error {self.sampled_error:.3e} over "
+                     f"certificate {self.certificate:.3e}"
+                     + ("" if self.grouped_certificate is None else f" (grouped bound {self.grouped_certificate:.3e})")
+                     + f"; sampled error {self.sampled_error:.3e} over "
                      f"{self.samples} inputs{attacked}; {self.seconds:.1f} s")
         for key, value in (self.extra or {}).items():
             lines.append(f"  {key}: {value}")
@@ -193,6 +196,7 @@ def build_conv_strong_ticket(model, input_shape, density, delta: float, seed: in
     meta = {"construction": "2l-conv", "target": target.name, "densities": list(sw.densities), "delta": delta,
             "eps": eps, "weight_eps": weight_eps, "seed": seed, "box": list(target.box),
             "input_shape": list(target.input_shape), "certificate": cert.certificate,
+            "grouped_certificate": cert.grouped_certificate,
             "sampled_error": err.sampled_error, "source_dtype": sw.source_dtype,
             "width_multiplier": width_multiplier, "tolerance_split": "backward (a-priori forward widths)"
             if eps is not None else "instance", "batchnorm_folded": [list(f) for f in target.folded]}
@@ -204,7 +208,7 @@ def build_conv_strong_ticket(model, input_shape, density, delta: float, seed: in
         sampled_error=err.sampled_error, samples=samples, source_params=int(params),
         er_kept_params=source.expected_kept(), ticket_params=ticket.kept_params, target_params=target.params,
         source_dtype=sw.source_dtype, width_multiplier=float(width_multiplier), layers=tuple(reports), seed=seed,
-        seconds=time.perf_counter() - t0)
+        seconds=time.perf_counter() - t0, grouped_certificate=cert.grouped_certificate)
     if not math.isfinite(report.certificate):
         raise ValueError(f"the certificate of this ticket is {report.certificate} (a float overflow): refused; scale "
                          "the target or the box down")

@@ -30,6 +30,12 @@ included), the error of output channel i of layer ℓ is
 
 at every position; ReLU, max and average pooling and flatten pass errors unchanged (1-Lipschitz in the sup norm),
 an addition adds them. The certificate is the largest error over the network's outputs.
+
+**Grouped bound** [ours], tighter and also rigorous: the kept channels of one virtual input all read the same x̂_v,
+and ReLU(a·x) = |a|·ReLU(±x), so their contribution is exactly P[i, v]·ReLU(x̂_v) + N[i, v]·ReLU(−x̂_v). Its error
+against P·ReLU(x_v) + N·ReLU(−x_v) is at most max(|P[i, v]|, |N[i, v]|)·e_{j(v)} (when x̂_v and x_v have opposite
+signs, |x̂_v| + |x_v| ≤ e), or |P[i, v]|·e_{j(v)} for an input ≥ 0: the same recursion with Σ_u |v_{iu}·a_u|
+replaced by max(|P|, |N|), which does not pay for the cancellations inside a subset sum.
 """
 from __future__ import annotations
 
@@ -242,24 +248,29 @@ class ConvCertificate:
     layer_mismatch: dict
     amplification: dict
     value_errors: dict = field(default_factory=dict, repr=False)  # value name -> certified error per channel
+    grouped_certificate: float = float("nan")
+    grouped_value_errors: dict = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict:
-        return {"certificate": self.certificate, "layer_error": self.layer_error,
+        return {"certificate": self.certificate, "grouped_certificate": self.grouped_certificate,
+                "layer_error": self.layer_error,
                 "layer_mismatch": self.layer_mismatch, "amplification": self.amplification}
 
 
 def conv_certificate(ticket: ConvTicket, effective=None, bounds=None) -> ConvCertificate:
-    """The a-posteriori certificate of the module docstring, from the ticket's arrays and the target alone."""
+    """The a-posteriori certificate of the module docstring, from the ticket's arrays and the target alone; also the
+    grouped bound (module docstring) in ``grouped_certificate`` / ``grouped_value_errors``."""
     target = ticket.target
     eff = effective if effective is not None else [effective_weights(s, w) for s, w in
                                                    zip(ticket.layers, target.weighted)]
     bounds = bounds if bounds is not None else channel_bounds(target)
     shapes = value_shapes(target.architecture, target.input_shape)
     by_name = {w.name: (w, e) for w, e in zip(target.weighted, eff)}
-    errors = {INPUT: np.zeros(_channels(target.input_shape))}
+    zero = np.zeros(_channels(target.input_shape))
+    errors, grouped = {INPUT: zero}, {INPUT: zero}
     layer_error, mismatch, amps = {}, {}, {}
     for rec in target.architecture.layers:
-        e_in = errors[rec.inputs[0]]
+        e_in, g_in = errors[rec.inputs[0]], grouped[rec.inputs[0]]
         if rec.name in by_name:
             wl, (P, N, bhat, l1) = by_name[rec.name]
             sel = ticket.layers[wl.index - 1]
@@ -278,19 +289,25 @@ def conv_certificate(ticket: ConvTicket, effective=None, bounds=None) -> ConvCer
             carried = np.bincount(r, weights=np.abs(sel.v[is_ded] * a) * e_in[(c // sel.k) // ke],
                                   minlength=wl.fan_out)
             e = carried + local
+            # grouped: the kept channels of one virtual input read the same x̂_v, so their errors add up to
+            # |P|·|ΔReLU(x)| + |N|·|ΔReLU(−x)| ≤ max(|P|, |N|)·e_v (|P|·e_v when the input is ≥ 0)
+            gain = np.maximum(np.abs(P), np.abs(N)) if wl.signed else np.abs(P)
+            g = gain @ np.repeat(g_in, ke) + local
             layer_error[rec.name] = float(e.max(initial=0.0))
             mismatch[rec.name] = float(local.max(initial=0.0))
             amps[rec.name] = float(l1.max(initial=0.0))
         elif rec.kind == "flatten":
             src = shapes[rec.inputs[0]]
-            e = np.repeat(e_in, int(np.prod(src[1:])) if len(src) == 3 else 1)
+            per = int(np.prod(src[1:])) if len(src) == 3 else 1
+            e, g = np.repeat(e_in, per), np.repeat(g_in, per)
         elif rec.kind == "add":
-            e = e_in + errors[rec.inputs[1]]
+            e, g = e_in + errors[rec.inputs[1]], g_in + grouped[rec.inputs[1]]
         else:  # relu and pooling: 1-Lipschitz in the sup norm, per channel
-            e = e_in
-        errors[rec.name] = e
-    out = errors[target.architecture.layers[-1].name]
-    return ConvCertificate(float(out.max(initial=0.0)), layer_error, mismatch, amps, errors)
+            e, g = e_in, g_in
+        errors[rec.name], grouped[rec.name] = e, g
+    last = target.architecture.layers[-1].name
+    return ConvCertificate(float(errors[last].max(initial=0.0)), layer_error, mismatch, amps, errors,
+                           float(grouped[last].max(initial=0.0)), grouped)
 
 
 @dataclass(frozen=True)

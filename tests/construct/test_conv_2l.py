@@ -184,7 +184,10 @@ def test_certificate_bounds_the_error_of_every_value_and_channel(model, shape, b
     for name, e in cert.value_errors.items():
         diff = np.abs(got[name] - want[name])
         per_channel = diff.reshape(diff.shape[0], diff.shape[1], -1).max(axis=(0, 2))
-        assert np.all(per_channel <= e + 1e-12 * (1 + e)), name
+        g = cert.grouped_value_errors[name]
+        assert np.all(per_channel <= g + 1e-12 * (1 + g)), name
+        assert np.all(g <= e + 1e-12 * (1 + e)), name
+    assert cert.grouped_certificate <= cert.certificate
     adds = [r for r in target.architecture.layers if r.kind == "add"]
     for rec in adds:
         assert np.allclose(cert.value_errors[rec.name],

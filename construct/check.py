@@ -8,6 +8,8 @@ seeds, and three claims are tested:
 3. sampled and box-corner error ≤ certificate (+ 1e−9·(1 + certificate) of floating-point rounding) for every ticket;
 4. every upper bound of the error interval (:mod:`construct.error_interval`) ≥ the attacked error, for every ticket.
 Cases whose source would not fit the memory guard are listed as infeasible with their size (not counted as claims).
+Convolutional rows (digits CNN and two-block ResNet, docs/math.md §9; :func:`run_conv_case`) make the same claims on
+the grouped bound, which is what their ``eps`` promises, plus: the ticket's digits test accuracy equals the target's.
 The certificate column is the largest certificate of the *successful* seeds (the ones claim 2 is about); seeds that
 failed are named in the note with their certificate (no claim is made about them). Every row also reports the
 error interval [attacked error, best certified bound] (largest over seeds) and the largest ratio of the two.
@@ -110,21 +112,23 @@ def cases_for(budget: str) -> list[CheckCase]:
     # convolutional and residual targets trained on digits (docs/math.md §9), one trained target per case
     conv_seeds = 3 if budget == "fast" else 10
     for p in ((1.0, 0.5, 0.1) if budget == "fast" else (1.0, 0.5, 0.2, 0.1)):
-        cases.append(CheckCase("2l", "digits-cnn", p, eps=None, weight_eps=CONV_WEIGHT_EPS, seeds=conv_seeds))
+        cases.append(CheckCase("2l", "digits-cnn", p, eps=CONV_EPS, seeds=conv_seeds))
     for p in ((0.5,) if budget == "fast" else (1.0, 0.5, 0.1)):
-        cases.append(CheckCase("2l", "digits-resnet", p, eps=None, weight_eps=CONV_WEIGHT_EPS, seeds=conv_seeds))
+        cases.append(CheckCase("2l", "digits-resnet", p, eps=CONV_EPS, seeds=conv_seeds))
+    cases.append(CheckCase("2l", "digits-resnet", 0.5, eps=None, weight_eps=0.01, seeds=conv_seeds))
     return cases
 
 
-#: per-instance tolerance of the convolutional rows (digits images in [0, 1]); a network eps is refused for these
-#: trained targets: theory's worst-case split over the graph asks for per-instance tolerances below 1e-10
-CONV_WEIGHT_EPS = 0.01
+#: network sup-error of the convolutional rows (digits images in the box [0, 1])
+CONV_EPS = 0.05
 
 
 def run_conv_case(case: CheckCase) -> CaseResult:
-    """A convolutional row: the target (trained once, seed 0) inside sources of seeds 1..seeds; claims as for the MLP
-    rows, the attacked error (:func:`construct.conv_attack.conv_attack_error`) ≤ certificate, and the ticket's
-    digits test accuracy equal to the target's for every successful seed."""
+    """A convolutional row: the target (trained once, seed 0) inside sources of seeds 1..seeds. Claims: success rate
+    (binomial test), the grouped bound ≤ ε for every successful seed (the promise of the construction with ``eps``;
+    the §6 certificate is reported in the note), sampled and attacked error
+    (:func:`construct.conv_attack.conv_attack_error`) ≤ grouped bound ≤ certificate, and the ticket's digits test
+    accuracy equal to the target's for every successful seed."""
     from construct.conv_attack import conv_attack_error
     from construct.conv_strong import build_conv_strong_ticket, digits_accuracies, load_conv_target
 
@@ -132,7 +136,7 @@ def run_conv_case(case: CheckCase) -> CaseResult:
     target = load_conv_target(case.target, seed=0, box=(0.0, 1.0))
     successes = runs = 0
     cert_ok = sampled_ok = interval_ok = acc_ok = True
-    worst_cert = worst_sampled = attacked = 0.0
+    worst_cert = worst_sampled = attacked = worst_l1 = 0.0
     failed_cert = None
     width_factor, src, kept = 0.0, 0, 0
     accs = []
@@ -143,31 +147,34 @@ def run_conv_case(case: CheckCase) -> CaseResult:
         successes += int(rep.success)
         att = conv_attack_error(ticket, seed=seed).error
         attacked = max(attacked, att)
-        interval_ok &= att <= rep.certificate + 1e-9 * (1.0 + rep.certificate)
+        bound = rep.grouped_certificate
+        interval_ok &= att <= bound + 1e-9 * (1.0 + bound) and bound <= rep.certificate
         worst_sampled = max(worst_sampled, rep.sampled_error)
-        sampled_ok &= rep.sampled_error <= rep.certificate + 1e-9 * (1.0 + rep.certificate)
+        sampled_ok &= rep.sampled_error <= bound + 1e-9 * (1.0 + bound)
+        worst_l1 = max(worst_l1, rep.certificate)
         acc = digits_accuracies(ticket)
         accs.append(acc)
         if rep.success:
-            worst_cert = max(worst_cert, rep.certificate)
+            worst_cert = max(worst_cert, bound)
             if case.eps is not None:
-                cert_ok &= rep.certificate <= case.eps
+                cert_ok &= bound <= case.eps
             acc_ok &= acc["digits test accuracy (ticket)"] == acc["digits test accuracy (target)"]
         else:
-            failed_cert = max(failed_cert or 0.0, rep.certificate)
+            failed_cert = max(failed_cert or 0.0, bound)
         src, kept = rep.source_params, rep.ticket_params
         width_factor = rep.source_params / max(1, rep.target_params)
     pvalue = binomtest(successes, runs, 1.0 - case.delta, alternative="less").pvalue
     t_acc = accs[0]["digits test accuracy (target)"]
     k_acc = [a["digits test accuracy (ticket)"] for a in accs]
-    note = (f"p={pvalue:.3g}; test accuracy target {t_acc:.4f}, tickets {min(k_acc):.4f}-{max(k_acc):.4f} "
-            f"(predictions that differ: up to {max(a['test predictions that differ'] for a in accs)})")
+    note = (f"p={pvalue:.3g}; cert = grouped bound (section 6 certificate up to {worst_l1:.3e}); test accuracy "
+            f"target {t_acc:.4f}, tickets {min(k_acc):.4f}-{max(k_acc):.4f} (predictions that differ: up to "
+            f"{max(a['test predictions that differ'] for a in accs)})")
     if failed_cert is not None:
         note += f"; {runs - successes} seed(s) failed, certificate up to {failed_cert:.3e} (no claim)"
     ratio = worst_cert / attacked if attacked > 0 else 0.0
     return CaseResult(case, True, note, successes, runs, width_factor, src, kept, worst_cert, worst_sampled,
                       bool(pvalue >= ALPHA), bool(cert_ok), bool(sampled_ok), time.perf_counter() - t0, failed_cert,
-                      attacked, worst_cert, ratio, ("certificate",) * runs, bool(interval_ok), bool(acc_ok))
+                      attacked, worst_cert, ratio, ("grouped bound",) * runs, bool(interval_ok), bool(acc_ok))
 
 
 def run_case(case: CheckCase, max_source_params: int = 60_000_000, bound_seconds: float = 3.0) -> CaseResult:

@@ -11,10 +11,10 @@ the dense 2L construction (:mod:`construct.strong_2l`, whose grouping helpers th
 Layers are solved in reverse execution order. Tolerances: ``weight_eps`` → every instance to that tolerance; ``eps``
 → the backward split on the graph: ε_ℓ = ε / (Lw·(‖B_ℓ‖_1 + 1)·G_ℓ), Lw the number of weighted layers, ‖B_ℓ‖_1 =
 Σ_v B_{j(v)} over the layer's virtual inputs, G_ℓ the gain from the layer's output to the network output
-(G(output) = 1; a value's gain is the sum over its readers of the reader's gain times its measured amplification
-Λ = max_i Σ|v_{iu}·a_u| for a weighted reader, 1 otherwise), never below the a-priori tolerance theory used for the
-widths. Unrolling the certificate's recursion gives certificate ≤ Σ_ℓ G_ℓ·ε_ℓ·(‖B_ℓ‖_1 + 1) ≤ ε when every
-instance succeeds.
+(G(output) = 1; a value's gain is the sum over its readers of the reader's gain times its measured grouped
+amplification Λ = max_i Σ_v max(|P_iv|, |N_iv|) for a weighted reader, 1 otherwise), never below the a-priori
+tolerance theory used for the widths. Unrolling the grouped bound's recursion (:mod:`construct.conv_ticket`) gives
+grouped bound ≤ Σ_ℓ G_ℓ·ε_ℓ·(‖B_ℓ‖_1 + 1) ≤ ε when every instance succeeds.
 """
 from __future__ import annotations
 
@@ -181,25 +181,27 @@ def build_conv_2l(target: ConvTarget, source: ConvSource, plan, *, eps=None, pro
                              f"fan_out {wl.fan_out}")
         eps_l = float(p["instance_eps"])
         norm = layer_input_norm(target, bounds, wl)
-        gain = None
+        gain_out = None
         if eps is not None:
-            gain = graph_gains(target, amps)[wl.name]
-            backward = eps / (Lw * (norm + 1.0) * max(gain, 1e-300))
+            gain_out = graph_gains(target, amps)[wl.name]
+            backward = eps / (Lw * (norm + 1.0) * max(gain_out, 1e-300))
             eps_l = min(max(eps_l, backward), 0.5)
         sel, werr, berr = _solve_layer(wl, A, B, int(p["parts"]), eps_l, p["cap"], p["bias_cap"])
         sels[wl.index - 1] = sel
         tol = eps_l / int(p["parts"])
         errs = [werr] + ([berr] if berr is not None else [])
-        # Λ_ℓ: computed from the kept entries (what the certificate uses)
+        # Λ_ℓ: the grouped amplification max_i Σ_v max(|P_iv|, |N_iv|) (|P_iv| for an input ≥ 0) of the kept entries
         from construct.conv_ticket import effective_weights
 
-        l1 = effective_weights(sel, wl)[3]
-        amps[wl.name] = float(l1.max(initial=0.0))
+        P_, N_, _, l1 = effective_weights(sel, wl)
+        gain = np.maximum(np.abs(P_), np.abs(N_)) if wl.signed else np.abs(P_)
+        amps[wl.name] = float(gain.sum(axis=1).max(initial=0.0))
         reports[wl.index - 1] = {
             "layer": wl.name, "kind": wl.kind, "fan_in": wl.fan_in, "fan_out": wl.fan_out, "signed": wl.signed,
             "instances": int(sum(e.size for e in errs)), "failures": int(sum(int(np.sum(e > tol)) for e in errs)),
             "max_instance_error": float(max(e.max(initial=0.0) for e in errs)), "instance_eps": eps_l,
-            "input_bound_l1": norm, "gain": gain, "amplification": amps[wl.name], "kept": sel.kept}
+            "input_bound_l1": norm, "gain": gain_out, "amplification": amps[wl.name],
+            "l1_amplification": float(l1.max(initial=0.0)), "kept": sel.kept}
         if progress is not None:
             r = reports[wl.index - 1]
             progress.step(f"layer {wl.name}: {r['instances']:,} subset sums, {r['failures']} failed")

@@ -4,14 +4,19 @@
 (:mod:`construct.conv_ticket`), and a report.
 
 Tolerances as for MLPs (:mod:`construct.strong`): ``eps`` (network sup-error) → widths from theory's a-priori
-forward split on the graph, layers solved in reverse order with the backward split (certificate ≤ ε when every
-instance succeeds); ``weight_eps`` → every instance solved to that tolerance, the certificate reported a posteriori.
+forward split on the graph with the target's own input bounds and row norms (the grouped amplification of
+:mod:`theory.conv_widths`), layers solved in reverse order with the backward split on the measured grouped
+amplifications: the **grouped bound** (:mod:`construct.conv_ticket`) is ≤ ε when every instance succeeds; the §6
+certificate (which pays Σ|v·a| for the cancellations inside every subset sum) is reported next to it.
+``weight_eps`` → every instance solved to that tolerance, both bounds reported a posteriori.
 """
 from __future__ import annotations
 
 import math
 import time
 from dataclasses import asdict, dataclass
+
+import numpy as np
 
 from construct.conv_2l import build_conv_2l, layer_input_norm
 from construct.conv_source import sample_conv_source
@@ -59,9 +64,10 @@ def plan_conv_strong(target: ConvTarget, density, delta: float, *, eps=None, wei
     mult = check_positive_real(width_multiplier, "width_multiplier")
     bounds = channel_bounds(target)
     norms = {wl.name: layer_input_norm(target, bounds, wl) for wl in target.weighted}
+    row_norms = {wl.name: float(np.abs(wl.dense).sum(axis=1).max(initial=0.0)) for wl in target.weighted}
     sw = conv_strong_widths(conv_graph_nodes(target), density, delta, eps=eps, instance_eps=weight_eps,
                             weight_bound=max(1.0, target.weight_bound), box=target.box, input_bounds_l1=norms,
-                            source_dtype=None, scheme=scheme)
+                            source_dtype=None, scheme=scheme, row_norms=row_norms)
     P = sw.parts
     plan, layers = [], []
     for wl, lw in zip(target.weighted, sw.layers):

@@ -57,6 +57,14 @@ input → linear → relu → … → linear, G_ℓ = Π_{k>ℓ} Λ_k and this i
 :func:`theory.strong_widths.strong_widths` (construction "2l") term by term. Given ``instance_eps`` instead (one
 value or one per weighted layer), the ε_ℓ are used as they are.
 
+**Grouped amplification** (``row_norms``) [ours]. The kept intermediate units of one virtual input all read the
+same x̂_v, and ReLU(a·x) = |a|·ReLU(±x), so a built layer is exactly Σ_v P_iv·ReLU(x̂_v) + N_iv·ReLU(−x̂_v) + b̂_i,
+and its output error is at most Σ_v max(|P_iv|, |N_iv|)·e(v) + the local term (|P_iv|·e(v) for an input ≥ 0;
+docs/math.md §9, "grouped bound"). When every instance succeeds, |P_iv| and |N_iv| are within ε_ℓ of |W_iv|, so
+Λ_ℓ = max_i ‖W_i‖_1 + fan_in_ℓ·ε_ℓ bounds the grouped amplification of *this* target (its row norms
+max_i Σ_v |W_iv| are given by the caller); the same unrolling then bounds the grouped error bound by ε. This is far
+smaller than the worst case over all targets for trained networks, whose row norms are moderate.
+
 **Density schemes** (``scheme``; docs/math.md §7): the global ``density`` is distributed over the 2·Lw source
 layers with :func:`theory.densities.layer_densities` applied to the source weight shapes (A as (m, c_in, k_h, k_w)
 for a convolution, (m, fan_in) for a linear layer; B as (c_out, m, 1, 1), the 1×1 convolution it is, or
@@ -327,23 +335,23 @@ def _per_layer_eps(value, names, what) -> tuple:
     return tuple(check_open_unit(v, f"{what}[{i}]") for i, v in enumerate(items))
 
 
-def _given_bounds(value, names) -> dict:
+def _given_bounds(value, names, what: str = "input_bounds_l1") -> dict:
     if not isinstance(value, Mapping):
-        raise ValueError(f"input_bounds_l1={type(value).__name__} is not a mapping: allowed a dict weighted layer name "
+        raise ValueError(f"{what}={type(value).__name__} is not a mapping: allowed a dict weighted layer name "
                          "-> bound")
     unknown = sorted(set(value) - set(names), key=str)
     if unknown:
-        raise ValueError(f"input_bounds_l1 names {unknown[0]!r}, which is not a weighted layer: allowed "
+        raise ValueError(f"{what} names {unknown[0]!r}, which is not a weighted layer: allowed "
                          f"{', '.join(map(repr, names))}")
     missing = [n for n in names if n not in value]
     if missing:
-        raise ValueError(f"input_bounds_l1 has no entry for layer {missing[0]!r}: allowed a bound for every weighted "
+        raise ValueError(f"{what} has no entry for layer {missing[0]!r}: allowed a bound for every weighted "
                          "layer")
     out = {}
     for name in names:
         v = value[name]
         if not (isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(float(v)) and float(v) >= 0):
-            raise ValueError(f"input_bounds_l1[{name!r}]={v!r} is out of range: allowed a finite number >= 0")
+            raise ValueError(f"{what}[{name!r}]={v!r} is out of range: allowed a finite number >= 0")
         out[name] = float(v)
     return out
 
@@ -399,7 +407,7 @@ def graph_gains(nodes, amplification) -> dict:
     return _reverse_gains(nodes, lambda node, gain: amplification[node.name])
 
 
-def _solve(nodes, dens, delta, eps, eps_fixed, bounds, sides, P, dtype):
+def _solve(nodes, dens, delta, eps, eps_fixed, bounds, sides, P, dtype, row_norms=None):
     """The fixed point δ' ↔ instance count for one dtype: (ε_ℓ, G_ℓ, δ', per-layer widths) (module docstring)."""
     weighted = [n for n in nodes if n.kind == "weighted"]
     Lw = len(weighted)
@@ -412,7 +420,8 @@ def _solve(nodes, dens, delta, eps, eps_fixed, bounds, sides, P, dtype):
         amps = [0.0] * Lw
 
         def amplification_of(node, gain):
-            """ε_ℓ from the gain (forward split) or as given, then the worst-case Λ_ℓ = sides·fan_in·C_ℓ·P."""
+            """ε_ℓ from the gain (forward split) or as given, then the worst-case Λ_ℓ = sides·fan_in·C_ℓ·P, or with
+            ``row_norms`` the grouped bound Λ_ℓ = max_i ‖W_i‖_1 + fan_in·ε_ℓ (module docstring)."""
             i = index[node.name]
             gains[i] = gain
             if eps_fixed is not None:
@@ -424,7 +433,10 @@ def _solve(nodes, dens, delta, eps, eps_fixed, bounds, sides, P, dtype):
                                      "for this target")
                 eps_l[i] = backward_layer_tolerance(eps, Lw, bounds[i], gain)
             cap = _in_layer(node.name, hint, _cap, eps_l[i] / P, delta_i, "product", dtype)
-            amps[i] = float(sides[i] * node.fan_in * cap * P)
+            if row_norms is None:
+                amps[i] = float(sides[i] * node.fan_in * cap * P)
+            else:
+                amps[i] = float(row_norms[i] + node.fan_in * eps_l[i])
             return amps[i]
 
         _reverse_gains(nodes, amplification_of)
@@ -456,22 +468,22 @@ def _layer_widths(node, pa, pb, e, delta_i, P, sides, amp, dtype) -> ConvLayerWi
         instances=instances)
 
 
-def _widths_for(nodes, dens, delta, eps, eps_fixed, bounds, sides, P, source_dtype):
+def _widths_for(nodes, dens, delta, eps, eps_fixed, bounds, sides, P, source_dtype, row_norms=None):
     """Choose the dtype exactly as :func:`theory.strong_widths.strong_widths`: float32 iff every ε_ℓ/P is at least
     FLOAT32_MIN_TOLERANCE (for the float32 fixed point too), else float64; a given dtype is used as it is."""
     if source_dtype is None:
-        result = _solve(nodes, dens, delta, eps, eps_fixed, bounds, sides, P, "float64")
+        result = _solve(nodes, dens, delta, eps, eps_fixed, bounds, sides, P, "float64", row_norms)
         dtype = "float64"
         if min(result[0]) / P >= FLOAT32_MIN_TOLERANCE:
             try:
-                result32 = _solve(nodes, dens, delta, eps, eps_fixed, bounds, sides, P, "float32")
+                result32 = _solve(nodes, dens, delta, eps, eps_fixed, bounds, sides, P, "float32", row_norms)
             except ValueError:
                 result32 = None
             if result32 is not None and min(result32[0]) / P >= FLOAT32_MIN_TOLERANCE:
                 result, dtype = result32, "float32"
         return result, dtype
     dtype = check_choice(source_dtype, "source_dtype", ("float32", "float64"))
-    return _solve(nodes, dens, delta, eps, eps_fixed, bounds, sides, P, dtype), dtype
+    return _solve(nodes, dens, delta, eps, eps_fixed, bounds, sides, P, dtype, row_norms), dtype
 
 
 def _scheme_shapes(nodes, layers) -> list:
@@ -489,7 +501,7 @@ def _scheme_shapes(nodes, layers) -> list:
 
 
 def conv_strong_widths(nodes, density, delta, *, eps=None, instance_eps=None, weight_bound=1.0, box=(-1.0, 1.0),
-                       input_bounds_l1=None, source_dtype=None, scheme=None) -> ConvStrongWidths:
+                       input_bounds_l1=None, source_dtype=None, scheme=None, row_norms=None) -> ConvStrongWidths:
     """Sufficient widths of a 2L ER source containing a strong ticket, with sup-error ≤ ε w.p. ≥ 1 − δ, of any target
     with the graph ``nodes`` and |weights|, |biases| ≤ ``weight_bound`` on the input box ``box`` (docs/math.md §9, §6;
     every formula in the module docstring).
@@ -499,9 +511,11 @@ def conv_strong_widths(nodes, density, delta, *, eps=None, instance_eps=None, we
     flattened (2·Lw values); with ``scheme`` in :data:`SCHEMES`, one global density distributed over the source
     layers (module docstring: the returned widths are computed for the returned densities). ``input_bounds_l1``:
     {weighted layer name: ‖B_ℓ‖_1} of the actual target (else the worst case). ``source_dtype``: "float32",
-    "float64" or None (chosen as :func:`theory.strong_widths.strong_widths` does). Widths of 2^63 units or more,
-    tolerances below the weights' resolution or needing more candidates than the exact solver searches are refused
-    with a one-line ValueError."""
+    "float64" or None (chosen as :func:`theory.strong_widths.strong_widths` does). ``row_norms``: {weighted layer
+    name: max_i Σ_v |W_iv|} of the actual target; with it the forward split uses the grouped amplification
+    Λ_ℓ = max_i ‖W_i‖_1 + fan_in·ε_ℓ (module docstring), and the promise is about the grouped bound. Widths of 2^63
+    units or more, tolerances below the weights' resolution or needing more candidates than the exact solver searches
+    are refused with a one-line ValueError."""
     nodes = check_nodes(nodes)
     weighted = [n for n in nodes if n.kind == "weighted"]
     names = [n.name for n in weighted]
@@ -521,12 +535,13 @@ def conv_strong_widths(nodes, density, delta, *, eps=None, instance_eps=None, we
     else:
         given = _given_bounds(input_bounds_l1, names)
     bounds = tuple(given[n] for n in names)
+    norms = None if row_norms is None else tuple(float(v) for v in (_given_bounds(row_norms, names, "row_norms")[n] for n in names))
     signed = signed_inputs(nodes, box)
     sides = tuple(2 if signed[n] else 1 for n in names)
     if scheme is None:
         dens = per_layer_densities(density, 2 * Lw)
         (eps_l, gains, delta_i, layers), dtype = _widths_for(nodes, dens, delta, eps, eps_fixed, bounds, sides, P,
-                                                             source_dtype)
+                                                             source_dtype, norms)
         converged = True
     else:
         from theory.densities import layer_densities
@@ -537,7 +552,7 @@ def conv_strong_widths(nodes, density, delta, *, eps=None, instance_eps=None, we
         converged = False
         for _ in range(SCHEME_ITERATIONS):
             (eps_l, gains, delta_i, layers), dtype = _widths_for(nodes, dens, delta, eps, eps_fixed, bounds, sides, P,
-                                                                 source_dtype)
+                                                                 source_dtype, norms)
             new = layer_densities(_scheme_shapes(nodes, layers), label, scheme).densities
             if new == dens:
                 converged = True
@@ -545,7 +560,7 @@ def conv_strong_widths(nodes, density, delta, *, eps=None, instance_eps=None, we
             dens = new
         if not converged:  # the widths returned must be those computed for the densities returned
             (eps_l, gains, delta_i, layers), dtype = _widths_for(nodes, dens, delta, eps, eps_fixed, bounds, sides, P,
-                                                                 source_dtype)
+                                                                 source_dtype, norms)
     source_params = check_unit_count(sum(layer.source_params for layer in layers), "source weight count")
     expected = float(sum(dens[2 * i] * layer.intermediate * layer.fan_in
                          + dens[2 * i + 1] * layer.fan_out * layer.intermediate for i, layer in enumerate(layers)))

@@ -275,3 +275,16 @@ def test_nan_weights_are_refused():
                                {"stride": (1, 1), "padding": (0, 0)}),))
     with pytest.raises(ValueError, match="NaN or inf"):
         conv_target(arch, (1, 4, 4))
+
+
+@pytest.mark.parametrize("model,box", [(_cnn(), (0.0, 1.0)), (_Residual(), (-1.0, 1.0))])
+def test_eps_promise_holds_for_the_grouped_bound_at_theorys_widths(model, box):
+    """build_conv_strong_ticket with eps: every instance succeeds at theory's widths here, and then the grouped bound
+    is <= eps (the promise), the sampled error below it, the section 6 certificate above it."""
+    from construct.conv_strong import build_conv_strong_ticket
+
+    ticket, rep = build_conv_strong_ticket(model, (1, 8, 8), 0.5, 0.1, 3, eps=0.05, box=box, samples=64)
+    assert rep.success and rep.failures == 0
+    assert rep.sampled_error <= rep.grouped_certificate <= 0.05
+    assert rep.grouped_certificate <= rep.certificate
+    assert ticket.meta["construction"] == "2l-conv" and ticket.meta["eps"] == 0.05

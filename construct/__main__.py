@@ -97,8 +97,9 @@ def build_parser() -> ArgumentParser:
                      help="per-instance (per-weight) tolerance in (0, 1); the certificate is reported a posteriori")
     s.add_argument("--construction", default="2l", choices=("l+1", "2l"),
                    help="l+1 (depth L+1, after Burkholz 2022) or 2l (depth 2L, after Pensia et al. 2020); default 2l")
-    s.add_argument("--max-source-params", type=float, default=4e8,
-                   help="refuse sources with more weights than this (a size and run-time cap; default 4e8, inf for "
+    s.add_argument("--max-source-params", type=float, default=None,
+                   help="refuse sources with more weights than this (a size and run-time cap; default 4e8 for MLP "
+                        "targets, no cap for convolutional ones, whose sources are computed only where read; inf for "
                         "no cap). Memory is guarded separately by --max-memory")
     w = sub.add_parser("weak", help="build a weak ticket (weights set on a sub-mask)",
                        description="Build a weak ticket (docs/math.md §4): exact representation inside an ER source.")
@@ -335,7 +336,9 @@ def _strong_conv(args, target) -> int:
         raise ValueError("--density-scheme needs a single --density: allowed one global density")
     if args.out:
         _check_out_directory(args.out)
-    cap = None if args.max_source_params == float("inf") else args.max_source_params
+    from construct.strong import check_max_source_params
+
+    cap = check_max_source_params(args.max_source_params)  # None (the default): no cap, memory is guarded
     progress = make_progress(args.progress, "construct strong")
     try:
         ticket, report = build_conv_strong_ticket(target, target.input_shape, density, args.delta, args.seed,
@@ -390,7 +393,8 @@ def main(argv=None) -> int:
                                                      weight_eps=args.weight_eps, construction=args.construction,
                                                      box=box, width_multiplier=args.width_multiplier,
                                                      law=args.weight_law, samples=args.samples,
-                                                     max_source_params=args.max_source_params, max_memory=max_memory,
+                                                     max_source_params=4e8 if args.max_source_params is None
+                                                     else args.max_source_params, max_memory=max_memory,
                                                      will_save=bool(args.out), progress=progress)
             else:
                 from construct.weak import build_weak_ticket

@@ -42,11 +42,13 @@ import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+import scipy.sparse as sp
 
 from construct.architecture import INPUT, Architecture
 from construct.conv_source import IntermediateLayer
 from construct.conv_target import ConvTarget, conv_target, value_shapes
-from construct.conv_ticket import _conv, channel_bounds
+from construct.architecture import _windows
+from construct.conv_ticket import channel_bounds
 from construct.source import SourceLayer
 from construct.strong_common import scaled_count
 from theory.conv_weak_widths import ConvWeakWidths, conv_weak_widths
@@ -58,6 +60,7 @@ __all__ = ["WeakConvLayer", "ConvWeakSource", "ConvWeakTicket", "ConvWeakReport"
 
 RESIDUAL_REFUSAL = "weak tickets of residual networks are not implemented: allowed construct strong"
 _SAMPLE_TAG = 0x3EA4
+_WINDOW_ENTRIES = 1 << 24  # float64 window entries per forward batch
 
 
 # ------------------------------------------------------------------------------------------------ data structures
@@ -210,6 +213,12 @@ def sample_conv_weak_source(target: ConvTarget, g: int, copies, densities, seed:
 
 
 # ------------------------------------------------------------------------------------------------ construction
+def _mask_rows(layer: SourceLayer, b: int) -> np.ndarray:
+    """M rows of block b of a drawn source layer — the very mask :meth:`SourceLayer.block` draws (same child of the
+    block's seed sequence), without drawing the weights, which a weak ticket never reads."""
+    return layer._draw_mask(b, layer._children(b)[1])
+
+
 def _layer2(wl, lift: IntermediateLayer, layer: SourceLayer, g: int, r: int, Bv: np.ndarray):
     """Kept entries of source layer 2 (target layer 1 over the lifting), per-row missing error, instances,
     failures."""
@@ -223,7 +232,7 @@ def _layer2(wl, lift: IntermediateLayer, layer: SourceLayer, g: int, r: int, Bv:
     signs = np.array([1.0, -1.0])
     for o0 in range(0, n_rows, layer.rows_per_block):
         o = np.arange(o0, min(n_rows, o0 + layer.rows_per_block))
-        _, M = layer.take_rows(o)
+        M = _mask_rows(layer, o0 // layer.rows_per_block)
         avail = M.reshape(o.size, V, 2, g) & usable[None]
         has = avail.any(axis=3)
         first = avail.argmax(axis=3)
@@ -253,7 +262,7 @@ def _layer_next(wl, layer: SourceLayer, r_in: int, r: int, K: int, Bv: np.ndarra
     j_of, k_of = v_all // K, v_all % K
     for o0 in range(0, n_rows, layer.rows_per_block):
         o = np.arange(o0, min(n_rows, o0 + layer.rows_per_block))
-        _, M = layer.take_rows(o)
+        M = _mask_rows(layer, o0 // layer.rows_per_block)
         avail = M.reshape(o.size, C, r_in, K)
         has = avail.any(axis=2).reshape(o.size, V)
         first = avail.argmax(axis=2).reshape(o.size, V)
@@ -347,8 +356,9 @@ def conv_weak_ticket_in_source(target: ConvTarget, source: ConvWeakSource, g: in
 
 # ------------------------------------------------------------------------------------------------ forward
 def _restricted(layer: WeakConvLayer, in_active: np.ndarray):
-    """The layer's weights restricted to its active output and ``in_active`` input channels, as a conv kernel
-    (|A_out|, |A_in|, k_h, k_w) or a linear matrix (|A_out|, |A_in|·block), and its active biases."""
+    """The layer's weights restricted to its active output and ``in_active`` input channels as a sparse
+    (|A_in|·block, |A_out|) matrix (rows in PyTorch's (channel, k_h, k_w) order for a convolution), and its active
+    biases."""
     A = layer.active
     ro = np.searchsorted(A, layer.rows)
     ci = np.searchsorted(in_active, layer.cols // layer.block)
@@ -356,22 +366,32 @@ def _restricted(layer: WeakConvLayer, in_active: np.ndarray):
                             or np.any(in_active[np.minimum(ci, in_active.size - 1)] != layer.cols // layer.block)):
         raise ValueError(f"source layer {layer.index}: a kept entry reads a channel that is not computed: not a "
                          "valid ticket")
-    dense = np.zeros((A.size, in_active.size * layer.block))
-    dense[ro, ci * layer.block + layer.cols % layer.block] = layer.weight
-    if layer.kind == "conv2d":
-        dense = dense.reshape((A.size, in_active.size) + tuple(layer.kernel))
-    return dense, layer.bias[A]
+    mat = sp.csr_matrix((layer.weight, (ci * layer.block + layer.cols % layer.block, ro)),
+                        shape=(in_active.size * layer.block, A.size))
+    return mat, layer.bias[A]
 
 
-def _apply(kind, dense, bias, h, stride, padding):
-    if kind == "linear":
-        return h @ dense.T + bias
-    return _conv(h, dense, stride, padding) + bias[None, :, None, None]
+def _apply(layer: WeakConvLayer, mat, bias, h):
+    """One source layer on a batch h: ``h @ mat`` for a linear layer; for a convolution the windows of h (zero
+    padding) as rows (N·H'·W', C·k_h·k_w) times ``mat``, in batches of about 2^24 window entries."""
+    if layer.kind == "linear":
+        return np.asarray(mat.T @ h.T).T + bias
+    kh, kw = layer.kernel
+    n, c = h.shape[:2]
+    per = max(1, _WINDOW_ENTRIES // max(1, c * kh * kw * h.shape[2] * h.shape[3]))
+    outs = []
+    for i in range(0, n, per):
+        win = _windows(h[i:i + per], (kh, kw), layer.stride, layer.padding, 0.0)  # (n, C, H', W', kh, kw)
+        b, _, ho, wo = win.shape[:4]
+        cols = np.ascontiguousarray(win.transpose(0, 2, 3, 1, 4, 5)).reshape(b * ho * wo, c * kh * kw)
+        y = np.asarray(mat.T @ cols.T).T.reshape(b, ho, wo, -1)
+        outs.append(y.transpose(0, 3, 1, 2) + bias[None, :, None, None])
+    return np.concatenate(outs)
 
 
 def restricted_weights(ticket: ConvWeakTicket) -> list:
-    """[(dense, bias)] per source layer, restricted to the computed channels (what :func:`conv_weak_forward`
-    evaluates)."""
+    """[(sparse weights, bias)] per source layer, restricted to the computed channels (what
+    :func:`conv_weak_forward` evaluates)."""
     c0 = ticket.layers[0].in_channels
     out, in_active = [], np.arange(c0)
     for layer in ticket.layers:
@@ -395,14 +415,10 @@ def conv_weak_forward(ticket: ConvWeakTicket, x: np.ndarray, weights=None, value
         if rec.name in by_name:
             i = by_name[rec.name]
             if i == 1:
-                lift = ticket.layers[0]
-                d, b = weights[0]
-                h = np.maximum(_apply(lift.kind, d, b, h, lift.stride, lift.padding), 0.0)
+                h = np.maximum(_apply(ticket.layers[0], *weights[0], h), 0.0)
                 if values_out is not None:
-                    values_out[lift.carries] = h
-            layer = ticket.layers[i]
-            d, b = weights[i]
-            h = _apply(layer.kind, d, b, h, layer.stride, layer.padding)
+                    values_out[ticket.layers[0].carries] = h
+            h = _apply(ticket.layers[i], *weights[i], h)
         else:
             single = Architecture((rec.__class__(rec.kind, rec.name, (INPUT,), rec.params, rec.attrs),))
             h = architecture_forward(single, h)
@@ -440,27 +456,26 @@ def conv_weak_sampled_error(ticket: ConvWeakTicket, *, samples: int = 256, seed:
 
 # ------------------------------------------------------------------------------------------------ memory, report
 def conv_weak_build_bytes(target: ConvTarget, g: int, copies, threads: int = 1, batch: int = 32) -> float:
-    """Estimated peak bytes of :func:`build_conv_weak_ticket`: drawing (per thread one block of 2^22 entries at
-    ≈ 21 bytes per entry, plus the rows returned and their candidate arrays at ≈ 7 bytes per entry), the lifting's
-    dedicated entries (21 bytes per channel), the kept entries (≈ 48 bytes per needed edge), and the forward: the
-    restricted weights (8 bytes per entry, bounded by the source layer's entries) and three batches of the widest
-    value over all copies plus the convolution windows (2^24 float64 entries, twice)."""
+    """Estimated peak bytes of :func:`build_conv_weak_ticket`: drawing the masks (one block of 2^22 entries at
+    ≈ 9 bytes per entry — the float64 uniforms and the bool mask — plus ≈ 10 bytes per entry of candidate arrays),
+    the lifting's dedicated entries (21 bytes per channel), the kept entries (≈ 48 bytes per needed edge while
+    building, 16 more in the sparse forward weights), per-channel arrays of every source layer, and the forward:
+    three batches of the widest computed value and the window rows (2^24 float64 entries, twice). ``threads`` is
+    accepted for the lead's bench rows; the masks are drawn one block at a time."""
     block = 1 << 22
     shapes = _source_shapes(target, g, copies)
     w = target.weighted
     V1 = w[0].fan_in
-    draw = block * (21.0 * max(1, threads) + 7.0)
+    draw = block * 19.0
     lift = 21.0 * 2 * g * V1
-    edges = 2 * copies[0] * int(np.count_nonzero(w[0].weight)) + sum(
-        copies[t] * int(np.count_nonzero(w[t].weight)) for t in range(1, len(w)))
-    used_lift = min(2 * g * V1, 2 * copies[0] * int(np.count_nonzero(w[0].weight)))
-    fwd_weights = 8.0 * (used_lift * V1 + shapes[0][0] * used_lift
-                         + sum(rows * cin * K for rows, cin, K in shapes[1:]))
+    nz1 = int(np.count_nonzero(w[0].weight))
+    edges = 2 * copies[0] * nz1 + sum(copies[t] * int(np.count_nonzero(w[t].weight)) for t in range(1, len(w)))
+    used_lift = min(2 * g * V1, 2 * copies[0] * nz1)
     vshapes = value_shapes(target.architecture, target.input_shape)
     spatial = max([int(np.prod(s[1:])) for s in vshapes.values() if len(s) == 3] + [1])
     widest = max(used_lift, max(rows for rows, _, _ in shapes)) * spatial
-    fwd = fwd_weights + 3 * 8.0 * batch * widest + 2 * 8.0 * (1 << 24)
-    return draw + lift + 48.0 * edges + 16.0 * sum(rows for rows, _, _ in shapes) + fwd
+    fwd = 3 * 8.0 * batch * widest + 2 * 8.0 * _WINDOW_ENTRIES
+    return draw + lift + 64.0 * edges + 24.0 * sum(rows for rows, _, _ in shapes) + fwd
 
 
 @dataclass(frozen=True)

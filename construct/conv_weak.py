@@ -427,6 +427,15 @@ def conv_weak_forward(ticket: ConvWeakTicket, x: np.ndarray, weights=None, value
     return h
 
 
+def _widest_value(ticket: ConvWeakTicket) -> int:
+    """Entries of one input's widest value in the ticket's forward: the most computed channels of any source layer
+    times the largest spatial size of any value (a bound)."""
+    shapes = value_shapes(ticket.target.architecture, ticket.target.input_shape)
+    spatial = max([int(np.prod(s[1:])) for s in shapes.values() if len(s) == 3] + [1])
+    widest_target = max(int(np.prod(s)) for s in shapes.values())
+    return max(widest_target, max(int(layer.active.size) for layer in ticket.layers) * spatial)
+
+
 @dataclass(frozen=True)
 class WeakErrorSample:
     sampled_error: float
@@ -441,8 +450,11 @@ class WeakErrorSample:
 def conv_weak_sampled_error(ticket: ConvWeakTicket, *, samples: int = 256, seed: int = 0, weights=None,
                             batch: int = 32) -> WeakErrorSample:
     """max |ticket(x) − target(x)| over ``samples`` inputs drawn uniformly from the box (seeded), and that error
-    divided by max |target(x)| over the same inputs (the relative error; the absolute one if the target is 0)."""
+    divided by max |target(x)| over the same inputs (the relative error; the absolute one if the target is 0).
+    Inputs go through in batches of at most ``batch``, fewer when the widest computed value would exceed 2^24
+    float64 entries per batch."""
     a, b = ticket.target.box
+    batch = max(1, min(int(batch), _WINDOW_ENTRIES // _widest_value(ticket)))
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), _SAMPLE_TAG]))
     weights = weights if weights is not None else restricted_weights(ticket)
     worst = scale = 0.0
@@ -455,13 +467,13 @@ def conv_weak_sampled_error(ticket: ConvWeakTicket, *, samples: int = 256, seed:
 
 
 # ------------------------------------------------------------------------------------------------ memory, report
-def conv_weak_build_bytes(target: ConvTarget, g: int, copies, threads: int = 1, batch: int = 32) -> float:
+def conv_weak_build_bytes(target: ConvTarget, g: int, copies) -> float:
     """Estimated peak bytes of :func:`build_conv_weak_ticket`: drawing the masks (one block of 2^22 entries at
     ≈ 9 bytes per entry — the float64 uniforms and the bool mask — plus ≈ 10 bytes per entry of candidate arrays),
     the lifting's dedicated entries (21 bytes per channel), the kept entries (≈ 48 bytes per needed edge while
     building, 16 more in the sparse forward weights), per-channel arrays of every source layer, and the forward:
-    three batches of the widest computed value and the window rows (2^24 float64 entries, twice). ``threads`` is
-    accepted for the lead's bench rows; the masks are drawn one block at a time."""
+    three values of one batch (batches are cut to 2^24 float64 entries of the widest computed value; one input at
+    worst) and the window rows (2^24 float64 entries, twice). The masks are drawn one block at a time."""
     block = 1 << 22
     shapes = _source_shapes(target, g, copies)
     w = target.weighted
@@ -473,8 +485,9 @@ def conv_weak_build_bytes(target: ConvTarget, g: int, copies, threads: int = 1, 
     used_lift = min(2 * g * V1, 2 * copies[0] * nz1)
     vshapes = value_shapes(target.architecture, target.input_shape)
     spatial = max([int(np.prod(s[1:])) for s in vshapes.values() if len(s) == 3] + [1])
-    widest = max(used_lift, max(rows for rows, _, _ in shapes)) * spatial
-    fwd = 3 * 8.0 * batch * widest + 2 * 8.0 * _WINDOW_ENTRIES
+    one_input = max(max(int(np.prod(s)) for s in vshapes.values()),
+                    max(used_lift, max(rows for rows, _, _ in shapes)) * spatial)  # a batch of one, at worst
+    fwd = 3 * 8.0 * max(_WINDOW_ENTRIES, one_input) + 2 * 8.0 * _WINDOW_ENTRIES
     return draw + lift + 64.0 * edges + 24.0 * sum(rows for rows, _, _ in shapes) + fwd
 
 
@@ -548,7 +561,6 @@ def build_conv_weak_ticket(model, input_shape, density, delta: float, seed: int,
     :func:`theory.conv_weak_widths.conv_weak_widths` times ``width_multiplier``. Refuses in one line, before anything
     is drawn: residual networks and non-chains, and a build whose estimate (:func:`conv_weak_build_bytes`) exceeds
     ``max_memory`` bytes (None: the default fraction of the available memory)."""
-    from construct.cpus import available_cpus
     from theory.memory import check_memory
 
     t0 = time.perf_counter()
@@ -558,7 +570,7 @@ def build_conv_weak_ticket(model, input_shape, density, delta: float, seed: int,
     seed = check_positive_int(seed, "seed", 0)
     samples = check_positive_int(samples, "samples")
     ww, g, copies, channels = plan_conv_weak(target, density, delta, width_multiplier=width_multiplier)
-    check_memory(conv_weak_build_bytes(target, g, copies, available_cpus()),
+    check_memory(conv_weak_build_bytes(target, g, copies),
                  f"the weak ticket of {target.name} (lifting group {g}, copies {list(copies)})", max_memory)
     if progress is not None:
         progress.start(len(target.weighted) + 1)

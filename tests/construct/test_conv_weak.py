@@ -68,6 +68,59 @@ def test_ticket_equals_target_and_every_copy_its_channel(model, shape, box, dens
         assert np.all(np.bincount(channel, minlength=tv[rec.name].shape[1]) >= 1)  # every target channel computed
 
 
+def _dense_torch_source(ticket):
+    """The ticket as a torch network over ALL source channels (every pruned entry and bias 0), built from the kept
+    entries alone: lifting conv + ReLU, 1x1 conv, then the target's records with each weighted one replaced by its
+    source layer — an evaluation independent of conv_weak_forward's restriction to computed channels."""
+    import torch.nn.functional as F
+
+    layers = ticket.layers
+
+    def weight(layer):
+        W = torch.zeros(layer.n_rows, layer.n_cols, dtype=torch.float64)
+        W[torch.as_tensor(layer.rows), torch.as_tensor(layer.cols)] = torch.as_tensor(layer.weight)
+        return W.reshape((layer.n_rows, layer.in_channels) + tuple(layer.kernel)) if layer.kind == "conv2d" else W
+
+    def apply(layer, h):
+        b = torch.as_tensor(layer.bias)
+        if layer.kind == "conv2d":
+            return F.conv2d(h, weight(layer), b, stride=layer.stride, padding=layer.padding)
+        return F.linear(h, weight(layer), b)
+
+    def run(x):
+        h = torch.as_tensor(x)
+        by_carries = {layer.carries: layer for layer in layers[1:]}
+        for rec in ticket.target.architecture.layers:
+            if rec.name in by_carries:
+                if by_carries[rec.name].index == 2:
+                    h = torch.relu(apply(layers[0], h))
+                h = apply(by_carries[rec.name], h)
+            elif rec.kind == "relu":
+                h = torch.relu(h)
+            elif rec.kind == "maxpool2d":
+                h = F.max_pool2d(h, rec.attrs["kernel_size"], rec.attrs["stride"], rec.attrs["padding"])
+            elif rec.kind == "avgpool2d":
+                h = F.avg_pool2d(h, rec.attrs["kernel_size"], rec.attrs["stride"], rec.attrs["padding"])
+            elif rec.kind == "flatten":
+                h = h.flatten(1)
+            else:
+                raise AssertionError(rec.kind)
+        return h.numpy()
+
+    return run
+
+
+@pytest.mark.parametrize("model,shape,box", [(_cnn(), (1, 8, 8), (-1.0, 1.0)), (_cnn_avg(), (2, 8, 8), (0.0, 1.0))])
+def test_the_ticket_as_a_dense_torch_network_over_all_copies_equals_the_target(model, shape, box):
+    ticket, _ = build_conv_weak_ticket(model, shape, 0.4, 0.1, 4, box=box, samples=4)
+    x = np.random.default_rng(8).uniform(box[0], box[1], size=(30,) + shape)
+    with torch.no_grad():
+        expected = copy.deepcopy(model).double()(torch.as_tensor(x)).numpy()
+        got = _dense_torch_source(ticket)(x)
+    assert np.max(np.abs(got - expected)) <= 1e-10 * np.max(np.abs(expected))
+    assert np.max(np.abs(conv_weak_forward(ticket, x) - got)) <= 1e-12 * np.max(np.abs(expected))
+
+
 def test_ticket_is_inside_the_er_mask_and_keeps_one_edge_per_needed_weight():
     density, seed = 0.4, 5
     ticket, report = build_conv_weak_ticket(_cnn(), (1, 8, 8), density, 0.1, seed, samples=8)

@@ -51,11 +51,12 @@ from construct.architecture import _windows
 from construct.conv_ticket import channel_bounds
 from construct.source import SourceLayer
 from construct.strong_common import scaled_count
-from theory.conv_weak_widths import ConvWeakWidths, conv_weak_widths
+from theory.conv_weak_widths import conv_weak_widths
 from theory.validation import check_open_unit, check_positive_int, check_positive_real
 
 __all__ = ["WeakConvLayer", "ConvWeakSource", "ConvWeakTicket", "ConvWeakReport", "plain_chain",
            "plan_conv_weak", "conv_weak_ticket_in_source", "conv_weak_forward", "conv_weak_sampled_error",
+           "conv_weak_accuracies", "restricted_weights", "sample_conv_weak_source",
            "conv_weak_build_bytes", "build_conv_weak_ticket", "RESIDUAL_REFUSAL"]
 
 RESIDUAL_REFUSAL = "weak tickets of residual networks are not implemented: allowed construct strong"
@@ -464,6 +465,21 @@ def conv_weak_sampled_error(ticket: ConvWeakTicket, *, samples: int = 256, seed:
         worst = max(worst, float(np.abs(conv_weak_forward(ticket, x, weights) - y).max(initial=0.0)))
         scale = max(scale, float(np.abs(y).max(initial=0.0)))
     return WeakErrorSample(worst, worst / scale if scale > 0 else worst, scale, int(samples))
+
+
+def conv_weak_accuracies(ticket: ConvWeakTicket, x: np.ndarray, labels) -> dict:
+    """Accuracy of the target and of the ticket (argmax of the outputs) on images x with integer ``labels``, and how
+    many predictions differ (the keys of :func:`construct.conv_strong.digits_accuracies`)."""
+    labels = np.asarray(labels)
+    weights = restricted_weights(ticket)
+    batch = max(1, _WINDOW_ENTRIES // _widest_value(ticket))
+    target_pred = np.concatenate([ticket.target.forward(x[i:i + batch]).argmax(axis=1)
+                                  for i in range(0, len(x), batch)])
+    ticket_pred = np.concatenate([conv_weak_forward(ticket, x[i:i + batch], weights).argmax(axis=1)
+                                  for i in range(0, len(x), batch)])
+    return {"digits test accuracy (target)": float(np.mean(target_pred == labels)),
+            "digits test accuracy (ticket)": float(np.mean(ticket_pred == labels)),
+            "test predictions that differ": int(np.sum(target_pred != ticket_pred))}
 
 
 # ------------------------------------------------------------------------------------------------ memory, report

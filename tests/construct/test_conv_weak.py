@@ -2,6 +2,7 @@
 channel exactly), it lies inside the ER mask, missing edges are failures (reported, certified, never patched) whose
 frequency is the one the widths assume, theory's widths succeed with probability ≥ 1 − δ, and refusals are one line."""
 import copy
+import json
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from torch import nn
 from construct.architecture import INPUT, Architecture, Layer
 from construct.conv_source import IntermediateLayer
 from construct.conv_ticket import target_values
-from construct.conv_weak import RESIDUAL_REFUSAL, build_conv_weak_ticket, conv_weak_forward
+from construct.conv_weak import RESIDUAL_REFUSAL, build_conv_weak_ticket, conv_weak_accuracies, conv_weak_forward
 from construct.source import SourceLayer
 from theory.memory import MemoryBudgetError
 from theory.testing import assert_binomial, assert_rate
@@ -240,3 +241,16 @@ def test_refusals_are_one_line(model, kwargs, needle):
     assert "\n" not in msg and needle in msg, msg
     if "max_memory" in kwargs:
         assert isinstance(info.value, MemoryBudgetError)
+
+
+def test_report_is_json_and_accuracies_agree():
+    ticket, report = build_conv_weak_ticket(_cnn(), (1, 8, 8), 0.5, 0.1, 2, samples=8)
+    d = json.loads(json.dumps(report.to_dict()))
+    assert d["construction"] == "weak" and d["success"] and d["copies"][-1] == 1
+    assert [r["source_layer"] for r in d["layers"]] == [1, 2, 3, 4, 5]
+    assert "weak (L+1) ticket" in str(report)
+    x = np.random.default_rng(3).uniform(-1, 1, size=(50, 1, 8, 8))
+    labels = ticket.target.forward(x).argmax(axis=1)  # labels the target gets right by construction
+    acc = conv_weak_accuracies(ticket, x, labels)
+    assert acc == {"digits test accuracy (target)": 1.0, "digits test accuracy (ticket)": 1.0,
+                   "test predictions that differ": 0}

@@ -122,6 +122,52 @@ def test_the_ticket_as_a_dense_torch_network_over_all_copies_equals_the_target(m
     assert np.max(np.abs(conv_weak_forward(ticket, x) - got)) <= 1e-12 * np.max(np.abs(expected))
 
 
+def _zero_first(m):
+    with torch.no_grad():
+        for p in m.parameters():
+            if p.ndim > 1:
+                p.view(-1)[0] = 0.0
+    return m.eval()
+
+
+_SHAPES = {
+    "mlp on a flat input": (lambda: nn.Sequential(nn.Linear(5, 4), nn.ReLU(), nn.Linear(4, 3)), (5,)),
+    "flatten first": (lambda: nn.Sequential(nn.Flatten(), nn.Linear(18, 4), nn.ReLU(), nn.Linear(4, 2)), (2, 3, 3)),
+    "conv-conv without ReLU, global pool": (lambda: nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding=1), nn.Conv2d(3, 2, 3, stride=2, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(), nn.Linear(2, 2)), (2, 6, 6)),
+    "pooling on the input, padded max pool": (lambda: nn.Sequential(
+        nn.AvgPool2d(2), nn.Conv2d(1, 2, 2), nn.ReLU(), nn.MaxPool2d(2, stride=1, padding=1), nn.Flatten(),
+        nn.Linear(32, 3)), (1, 8, 8)),
+    "one conv layer": (lambda: nn.Sequential(nn.Conv2d(1, 2, 3)), (1, 5, 5)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_SHAPES))
+def test_other_plain_chains_are_represented_exactly(case):
+    torch.manual_seed(5)
+    make, shape = _SHAPES[case]
+    model = _zero_first(make())
+    ticket, report = build_conv_weak_ticket(model, shape, 0.4, 0.1, 1, samples=8)
+    assert report.success
+    x = np.random.default_rng(0).uniform(-1, 1, (20,) + shape)
+    with torch.no_grad():
+        expected = copy.deepcopy(model).double()(torch.as_tensor(x)).numpy()
+    assert np.max(np.abs(conv_weak_forward(ticket, x) - expected)) <= 1e-10 * np.max(np.abs(expected))
+
+
+def test_an_mlp_gets_the_widths_of_the_mlp_weak_construction():
+    from construct.targets import load_target
+    from construct.weak import weak_source_widths
+
+    torch.manual_seed(6)
+    model = _zero_first(nn.Sequential(nn.Linear(5, 4), nn.ReLU(), nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)))
+    _, report = build_conv_weak_ticket(model, (5,), 0.3, 0.05, 0, width_multiplier=1.5, samples=4)
+    _, g, copies, widths = weak_source_widths(load_target(model), 0.3, 0.05, width_multiplier=1.5)
+    assert (report.lifting_group, report.copies) == (g, copies)
+    assert list(report.source_channels) == list(widths[1:])
+
+
 def test_ticket_is_inside_the_er_mask_and_keeps_one_edge_per_needed_weight():
     density, seed = 0.4, 5
     ticket, report = build_conv_weak_ticket(_cnn(), (1, 8, 8), density, 0.1, seed, samples=8)

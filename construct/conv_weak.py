@@ -69,7 +69,8 @@ _WINDOW_ENTRIES = 1 << 24  # float64 window entries per forward batch
 class WeakConvLayer:
     """What the ticket keeps of source layer ``index`` (1 = lifting), in the (rows, in_channels·block) layout.
 
-    ``carries``: the target record this source layer computes (the lifting carries target layer 1's input);
+    ``carries``: the name of the weighted target record this source layer computes ("<name>:lifting" for the
+    lifting, which reads target layer 1's input);
     ``kind``: "conv2d" or "linear"; ``kernel``, ``stride``, ``padding``: the convolution's ((1, 1), (1, 1), (0, 0)
     for the 1×1 layer and for linear layers); ``copies``: r, row o = i·r + s is copy s of target channel i (for the
     lifting: 2g, row u belongs to virtual input u // 2g); ``rows``/``cols``/``weight``: the kept entries; ``bias``

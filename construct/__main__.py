@@ -318,15 +318,43 @@ def _conv_target(args):
                             seed=args.seed, box=parse_box(args.box))
 
 
+def _weak_conv(args, target) -> int:
+    """``construct weak`` for a plain CNN (docs/math.md §9, §4)."""
+    from construct.conv_weak import build_conv_weak_ticket, conv_weak_accuracies
+
+    check_open_unit(args.delta, "delta")
+    check_positive_int(args.seed, "seed", minimum=0)
+    if args.out:
+        raise ValueError(f"out={args.out!r}: weak tickets of convolutional networks cannot be saved yet: allowed no "
+                         "--out")
+    progress = make_progress(args.progress, "construct weak")
+    try:
+        ticket, report = build_conv_weak_ticket(target, target.input_shape, _densities(args.density), args.delta,
+                                                args.seed, box=target.box, width_multiplier=args.width_multiplier,
+                                                samples=256 if args.samples is None else args.samples,
+                                                max_memory=_budget(args), progress=progress)
+    finally:
+        progress.close()
+    text = str(report)
+    if str(args.target).startswith("digits-"):
+        from construct.conv_targets import digits_data
+
+        d = digits_data(0)
+        text += "".join(f"\n  {k}: {v}" for k, v in conv_weak_accuracies(ticket, d.x_test, d.y_test).items())
+    print(dumps(report) if args.json else text)
+    return 0
+
+
 def _strong_conv(args, target) -> int:
     """``construct strong`` for a convolutional or residual target (docs/math.md §9)."""
     import dataclasses
 
     from construct.conv_strong import build_conv_strong_ticket
 
-    if args.command != "strong" or args.construction != "2l":
-        what = "weak tickets" if args.command == "weak" else "the l+1 construction"
-        raise ValueError(f"{what} of convolutional or residual targets are not implemented: allowed "
+    if args.command == "weak":
+        return _weak_conv(args, target)
+    if args.construction != "2l":
+        raise ValueError("the l+1 construction of convolutional or residual targets is not implemented: allowed "
                          "construct strong --construction 2l")
     check_open_unit(args.delta, "delta")
     check_positive_int(args.seed, "seed", minimum=0)

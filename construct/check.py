@@ -116,11 +116,56 @@ def cases_for(budget: str) -> list[CheckCase]:
     for p in ((0.5,) if budget == "fast" else (1.0, 0.5, 0.1)):
         cases.append(CheckCase("2l", "digits-resnet", p, eps=CONV_EPS, seeds=conv_seeds))
     cases.append(CheckCase("2l", "digits-resnet", 0.5, eps=None, weight_eps=0.01, seeds=conv_seeds))
+    for p in ((0.2,) if budget == "fast" else (0.5, 0.2, 0.1)):
+        cases.append(CheckCase("weak", "digits-cnn", p, seeds=conv_seeds))
     return cases
 
 
 #: network sup-error of the convolutional rows (digits images in the box [0, 1])
 CONV_EPS = 0.05
+
+
+def run_conv_weak_case(case) -> CaseResult:
+    """A weak row of a plain CNN trained on digits (docs/math.md §9, §4): the target (trained once, seed 0) inside
+    sources of seeds 1..seeds; claims: success rate ≥ 1 − δ, certificate 0 (exact) for every successful seed,
+    sampled error ≤ certificate (+ rounding) for every seed, ticket test accuracy = target's for successful seeds."""
+    from construct.conv_strong import load_conv_target
+    from construct.conv_targets import digits_data
+    from construct.conv_weak import build_conv_weak_ticket, conv_weak_accuracies
+
+    t0 = time.perf_counter()
+    target = load_conv_target(case.target, seed=0, box=(0.0, 1.0))
+    data = digits_data(0)
+    successes = runs = 0
+    cert_ok = sampled_ok = acc_ok = True
+    worst_cert = worst_sampled = 0.0
+    failed_cert, accs, rep = None, [], None
+    for seed in range(1, case.seeds + 1):
+        ticket, rep = build_conv_weak_ticket(target, target.input_shape, case.density, case.delta, seed,
+                                             box=target.box, samples=128)
+        runs += 1
+        successes += int(rep.success)
+        worst_sampled = max(worst_sampled, rep.sampled_error)
+        sampled_ok &= rep.sampled_error <= rep.certificate + 1e-9 * (1.0 + rep.certificate)
+        acc = conv_weak_accuracies(ticket, data.x_test, data.y_test)
+        accs.append(acc)
+        if rep.success:
+            worst_cert = max(worst_cert, rep.certificate)
+            cert_ok &= rep.certificate <= 1e-9
+            acc_ok &= acc["digits test accuracy (ticket)"] == acc["digits test accuracy (target)"]
+        else:
+            failed_cert = max(failed_cert or 0.0, rep.certificate)
+    pvalue = binomtest(successes, runs, 1.0 - case.delta, alternative="less").pvalue
+    k_acc = [a["digits test accuracy (ticket)"] for a in accs]
+    note = (f"p={pvalue:.3g}; test accuracy target {accs[0]['digits test accuracy (target)']:.4f}, tickets "
+            f"{min(k_acc):.4f}-{max(k_acc):.4f} (predictions that differ: up to "
+            f"{max(a['test predictions that differ'] for a in accs)})")
+    if failed_cert is not None:
+        note += f"; {runs - successes} seed(s) failed, certificate up to {failed_cert:.3e} (no claim)"
+    return CaseResult(case, True, note, successes, runs, rep.source_params / max(1, rep.target_params),
+                      rep.source_params, rep.ticket_params, worst_cert, worst_sampled, bool(pvalue >= ALPHA),
+                      bool(cert_ok), bool(sampled_ok), time.perf_counter() - t0, failed_cert, 0.0, worst_cert, 0.0,
+                      ("exact",) * runs, True, bool(acc_ok))
 
 
 def run_conv_case(case: CheckCase) -> CaseResult:
@@ -183,7 +228,7 @@ def run_case(case: CheckCase, max_source_params: int = 60_000_000, bound_seconds
     from construct.conv_strong import CONV_MODEL_NAMES
 
     if case.target.split(":", 1)[0] in CONV_MODEL_NAMES:
-        return run_conv_case(case)
+        return run_conv_weak_case(case) if case.construction == "weak" else run_conv_case(case)
     from construct.error_interval import error_interval
 
     from construct.strong import build_strong_ticket

@@ -1,0 +1,66 @@
+"""``python -m construct`` with convolutional and residual targets (docs/math.md §9): the named digits targets, a
+user's model.py:factory with --input-shape, the ResNet-18 benchmark at a small width, and one-line refusals."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+FACTORY = '''
+import torch
+from torch import nn
+
+def make():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.BatchNorm2d(2), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Flatten(), nn.Linear(2 * 3 * 3, 3)).eval()
+'''
+
+
+def _run(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "construct", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_strong_digits_cnn_keeps_the_eps_promise_and_the_test_accuracy():
+    proc = _run("strong", "--target", "digits-cnn", "--eps", "0.05", "--density", "0.5", "--box", "0,1",
+                "--no-bounds", "--progress", "none", "--samples", "64", "--json")
+    assert proc.returncode == 0, proc.stderr
+    rep = json.loads(proc.stdout)
+    assert rep["success"] and rep["failures"] == 0
+    assert rep["sampled_error"] <= rep["grouped_certificate"] <= 0.05 <= rep["certificate"] or \
+        rep["grouped_certificate"] <= rep["certificate"] <= 0.05
+    extra = rep["extra"]
+    assert extra["digits test accuracy (ticket)"] == extra["digits test accuracy (target)"]
+
+
+def test_model_factory_with_input_shape(tmp_path):
+    path = tmp_path / "model.py"
+    path.write_text(FACTORY)
+    spec = f"{path}:make"
+    missing = _run("strong", "--target", spec, "--weight-eps", "0.05", "--no-bounds")
+    assert missing.returncode == 2 and "--input-shape" in missing.stderr and len(missing.stderr.splitlines()) == 1
+    proc = _run("strong", "--target", spec, "--input-shape", "1,6,6", "--weight-eps", "0.05", "--density", "0.5",
+                "--no-bounds", "--progress", "none", "--samples", "32")
+    assert proc.returncode == 0, proc.stderr
+    assert "BatchNorm folded (eval mode): 1 -> 0" in proc.stdout and "success True" in proc.stdout
+
+
+@pytest.mark.parametrize("args,needle", [
+    (("weak", "--target", "digits-resnet"), "residual"),
+    (("strong", "--target", "digits-cnn", "--weight-eps", "0.01", "--construction", "l+1"), "l+1"),
+    (("strong", "--target", "random:3,3,2", "--eps", "0.1", "--input-shape", "1,2,2"), "input-shape"),
+    (("strong", "--target", "digits-cnn", "--weight-eps", "0.01", "--input-shape", "3,32,32"), "input_shape"),
+    (("strong", "--target", "resnet17", "--weight-eps", "0.01"), "resnet17"),
+])
+def test_refusals_are_one_line_exit_2(args, needle):
+    proc = _run(*args, "--progress", "none")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert needle in proc.stderr and len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+def test_bench_resnet18_at_a_small_width():
+    proc = _run("bench", "--target", "resnet18:width=4", "--samples", "4", "--progress", "none", "--json")
+    assert proc.returncode == 0, proc.stderr
+    b = json.loads(proc.stdout)
+    assert b["failures"] == 0 and b["weighted_layers"] == 21 and b["batchnorm_folded"] == 20
+    assert b["sampled_error"] <= b["certificate"] and b["attacked_error"] <= b["certificate"]

@@ -6,6 +6,11 @@ The ascent runs in torch (float64, autograd) on the collapsed ticket module and 
 :func:`construct.conv_ticket.conv_ticket_forward` against :meth:`construct.conv_target.ConvTarget.forward` at a point
 of the box, so it is a value the ticket attains: a true lower bound of the sup-error (and ≤ the certificate when the
 certificate is sound). Conventions as :func:`construct.attack.attack_error` (the MLP version).
+
+Kinks on the box's faces: torch differentiates ReLU at 0 as 0, so at a face a = 0 (or b = 0) the gradient of a
+coordinate sitting on the face misses the ticket's ReLU terms and the ascent bounces off the face. The ascent
+therefore keeps its points 10^−9·(b − a) inside the box, where the gradient is the one-sided derivative into the
+box, and the final points are re-evaluated both there and projected onto the faces.
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ __all__ = ["ConvAttackResult", "conv_attack_error", "SAMPLE_TAG"]
 #: the sampling stream is conv_sampled_error's: SeedSequence([seed, SAMPLE_TAG]) (same seed → same samples)
 SAMPLE_TAG = 0xC0AA
 _START_TAG = 0xA77AC
+_NUDGE = 1e-9  # ascent points stay this far (relative) inside the box
 
 
 @dataclass(frozen=True)
@@ -48,8 +54,8 @@ def conv_attack_error(ticket, *, seed: int = 0, samples: int = 256, starts: int 
     """Largest error found over ``samples`` uniform points of the box (the stream of
     :func:`construct.conv_ticket.conv_sampled_error` with the same ``seed``, so the result is ≥ its value) and
     ``starts`` runs of ``steps`` projected sign-gradient ascent steps on s·(ticket_k − target_k), started from the
-    best samples (half, rounded up) and from random box corners, each run ascending the output k and sign s largest
-    at its start. At most ``batch`` inputs are evaluated at once. Every reported value is a numpy re-evaluation."""
+    best samples (half, rounded up), each ascending the output k and sign s largest at its start, and from random box
+    corners, which take the pairs (k, s) in turn (k = 0, s = +1; k = 0, s = −1; k = 1, …). At most ``batch`` inputs are evaluated at once. Every reported value is a numpy re-evaluation."""
     import torch
 
     from construct.conv_export import architecture_module, conv_ticket_module
@@ -94,6 +100,7 @@ def conv_attack_error(ticket, *, seed: int = 0, samples: int = 256, starts: int 
     ticket_mod = conv_ticket_module(ticket, "collapsed", torch.float64, effective=eff)
     target_mod = architecture_module(target.architecture, torch.float64)
     half = 0.5 * (b - a)
+    lo, hi = a + _NUDGE * (b - a), b - _NUDGE * (b - a)
     found = []
     for i in range(0, starts, batch):
         x = torch.tensor(x0[i:i + batch], dtype=torch.float64)
@@ -102,10 +109,14 @@ def conv_attack_error(ticket, *, seed: int = 0, samples: int = 256, starts: int 
         out = diff.abs().argmax(dim=1)
         sign = torch.sign(diff[torch.arange(x.shape[0]), out])
         sign[sign == 0] = 1.0
+        corner = torch.arange(i, i + x.shape[0]) - n_best  # corner starts: every (output, sign) in turn
+        rr = corner >= 0
+        out[rr] = (corner[rr] // 2) % diff.shape[1]
+        sign[rr] = 1.0 - 2.0 * (corner[rr] % 2).to(torch.float64)
         run_best = torch.full((x.shape[0],), -float("inf"), dtype=torch.float64)
         run_x = x.clone()
         for step in range(steps + 1):
-            x.requires_grad_(True)
+            x = x.clamp(lo, hi).requires_grad_(True)  # nudged off the faces: module docstring
             d = (ticket_mod(x) - target_mod(x)).reshape(x.shape[0], -1)
             val = sign * d[torch.arange(x.shape[0]), out]
             with torch.no_grad():
@@ -120,6 +131,8 @@ def conv_attack_error(ticket, *, seed: int = 0, samples: int = 256, starts: int 
                 x = (x + eta * torch.sign(grad)).clamp(a, b)
         found.append(run_x.detach().numpy())
     cand = np.concatenate(found)
+    snapped = np.where(cand <= lo, a, np.where(cand >= hi, b, cand))  # the same points on the box's faces
+    cand = np.concatenate([cand, snapped])
     vals = np.concatenate([exact(cand[i:i + batch]) for i in range(0, cand.shape[0], batch)])
     j = int(np.argmax(vals))
     if vals[j] > best_val:

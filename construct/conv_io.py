@@ -27,7 +27,6 @@ one-line ``ValueError`` naming the key; it does not judge the claims (that is ve
 from __future__ import annotations
 
 import json
-import math
 import zipfile
 import zlib
 
@@ -145,10 +144,10 @@ def _array(data, key, path, dtype, ndim, shape=None):
 
 
 def _pair(value, key, path):
+    low = 0 if key == "padding" else 1
     if (not isinstance(value, list) or len(value) != 2 or not all(_is_int(v) for v in value)
-            or min(value) < (1 if key != "padding" else 0) or max(value) > 2 ** 31):
-        low = 0 if key != "padding" else 0
-        raise ValueError(f"{path}: architecture {key}={value!r}: allowed two integers >= {1 if key != 'padding' else low}")
+            or min(value) < low or max(value) > 2 ** 31):
+        raise ValueError(f"{path}: architecture {key}={value!r}: allowed two integers >= {low}")
     return tuple(value)
 
 
@@ -340,8 +339,3 @@ def load_conv_ticket(path):
         raise ValueError(f"{path}: corrupted npz member ({type(exc).__name__})") from None
     source = sample_conv_source(layers, dens, seed, dtype=dtype)
     return ConvTicket(target, source, sels, meta)
-
-
-def finite_or_none(value):
-    """float(value) if it is a finite number, else None (for reports)."""
-    return float(value) if _is_number(value) and math.isfinite(float(value)) else None

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from construct.architecture import INPUT, Architecture, Layer, architecture_forward
+from construct.architecture import architecture_forward
 from construct.conv_2l import build_conv_2l
 from construct.conv_attack import conv_attack_error
 from construct.conv_export import architecture_module, conv_ticket_module

@@ -50,12 +50,17 @@ def _check_count(value, name, low):
 
 
 def conv_attack_error(ticket, *, seed: int = 0, samples: int = 256, starts: int = 8, steps: int = 40,
-                      batch: int = 64, effective=None) -> ConvAttackResult:
-    """Largest error found over ``samples`` uniform points of the box (the stream of
-    :func:`construct.conv_ticket.conv_sampled_error` with the same ``seed``, so the result is ≥ its value) and
-    ``starts`` runs of ``steps`` projected sign-gradient ascent steps on s·(ticket_k − target_k), started from the
-    best samples (half, rounded up), each ascending the output k and sign s largest at its start, and from random box
-    corners, which take the pairs (k, s) in turn (k = 0, s = +1; k = 0, s = −1; k = 1, …). At most ``batch`` inputs are evaluated at once. Every reported value is a numpy re-evaluation."""
+                      batch: int = 16, effective=None) -> ConvAttackResult:
+    """Largest error found over ``samples`` uniform points of the box and ``starts`` runs of ``steps`` projected
+    sign-gradient ascent steps on s·(ticket_k − target_k) (docs/math.md §6: a lower bound of the sup-error).
+
+    The samples are the stream of :func:`construct.conv_ticket.conv_sampled_error` with the same ``seed`` (the same
+    inputs whatever the batch sizes; with the same ``batch`` the same values bit for bit), so the result is ≥ its
+    value. Starts: the best samples (half, rounded up), each ascending the output k and sign s largest at its start,
+    and random box corners, which take the pairs (k, s) in turn (k = 0, s = +1; k = 0, s = −1; k = 1, …).
+    At most ``batch`` inputs are evaluated at once (the ascent keeps the activations of the collapsed ticket and of
+    the target for backpropagation: about 6·batch·Σ_values(c·H·W)·8 bytes). Every reported value is a numpy
+    re-evaluation at a point of the box."""
     import torch
 
     from construct.conv_export import architecture_module, conv_ticket_module

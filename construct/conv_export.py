@@ -173,11 +173,18 @@ def _classes():
             n = xcols.shape[1]
             step = max(1, self.chunk_entries // max(1, self.n_channels))
             out = []
+            n_units = self.virtual.numel()
             const = F.relu(self.beta)[:, None]
             for c0 in range(0, n, step):
                 c1 = min(n, c0 + step)
-                h = F.relu(xcols[self.virtual, c0:c1] * self.a[:, None])
-                h = torch.cat([h, const.expand(-1, c1 - c0)])
+                if xcols.requires_grad and torch.is_grad_enabled():  # differentiable path
+                    h = F.relu(xcols[self.virtual, c0:c1] * self.a[:, None])
+                    h = torch.cat([h, const.expand(-1, c1 - c0)])
+                else:  # the same numbers, written in place (fewer allocations)
+                    h = xcols.new_empty((self.n_channels, c1 - c0))
+                    torch.index_select(xcols[:, c0:c1], 0, self.virtual, out=h[:n_units])
+                    h[:n_units].mul_(self.a[:, None]).relu_()  # dedicated units: ReLU(a_u·x_v)
+                    h[n_units:] = const                         # bias units: ReLU(β_u)
                 out.append(B @ h)
             if not out:
                 return xcols.new_zeros((self.fan_out, 0))

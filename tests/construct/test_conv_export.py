@@ -144,6 +144,15 @@ def test_units_collapsed_and_numpy_forward_agree(name, request):
     assert np.max(np.abs(ref - target_out)) <= conv_certificate(ticket).certificate
 
 
+def test_units_module_is_differentiable_like_the_collapsed_one(resnet):
+    """Input gradients through the units form (sparse and dense B) equal those of the collapsed form."""
+    x = torch.tensor(_x(resnet, 3, 9), requires_grad=True)
+    (ref,) = torch.autograd.grad(conv_ticket_module(resnet, "collapsed")(x).sum(), x)
+    for dense_limit in (0, 1 << 20):
+        (g,) = torch.autograd.grad(conv_ticket_module(resnet, "units", dense_limit=dense_limit)(x).sum(), x)
+        assert torch.max(torch.abs(g - ref)) <= 1e-9 * torch.max(torch.abs(ref))
+
+
 def test_units_module_converts_and_counts_kept_weights(cnn):
     mod = conv_ticket_module(cnn, "units", dense_limit=0)
     assert mod.kept_weights() == cnn.kept_params

@@ -29,7 +29,7 @@ import warnings
 
 import numpy as np
 
-__all__ = ["architecture_module", "conv_ticket_module", "FORMS", "DENSE_LIMIT", "CHUNK_ENTRIES"]
+__all__ = ["architecture_module", "conv_ticket_module", "units_module_bytes", "FORMS", "DENSE_LIMIT", "CHUNK_ENTRIES"]
 
 FORMS = ("units", "collapsed")
 #: B_ℓ is stored dense (in addition to its kept entries) when c_out × (kept A_ℓ channels) is at most this
@@ -291,13 +291,32 @@ def architecture_module(arch, dtype=None):
     return C["Graph"](arch, mods, dtype)
 
 
+def units_module_bytes(ticket, itemsize: int = 8, dense_limit: int = DENSE_LIMIT,
+                       chunk_entries: int = CHUNK_ENTRIES) -> int:
+    """Estimated peak bytes of building and running the units module: per kept B entry an int64 column and a value
+    of ``itemsize`` bytes, per kept unit its id, virtual input and weight, the dense copies of the small B_ℓ; plus
+    the numpy temporaries of the largest layer while it is built (positions, order, sorted copies: 40 bytes per
+    entry) and three chunks of ``chunk_entries`` activations while it runs."""
+    total, largest = 0, 0
+    for sel in ticket.layers:
+        nnz, channels = int(sel.v.size), int(sel.units.size + sel.bias_units.size)
+        fan_out = int(sel.rows.max()) + 1 if sel.rows.size else 1
+        total += nnz * (8 + itemsize) + channels * (16 + itemsize)
+        if fan_out * channels <= dense_limit:
+            total += 2 * fan_out * channels * 8
+        largest = max(largest, nnz)
+    return int(total + 40 * largest + 3 * chunk_entries * itemsize)
+
+
 def conv_ticket_module(ticket, form: str = "units", dtype=None, *, dense_limit: int = DENSE_LIMIT,
-                       chunk_entries: int = CHUNK_ENTRIES, effective=None):
+                       chunk_entries: int = CHUNK_ENTRIES, effective=None, max_memory=None):
     """The 2L ticket ``ticket`` (:class:`construct.conv_ticket.ConvTicket`) as an ``nn.Module`` in ``form``
     "units" (the pruned source subnetwork) or "collapsed" (kept units summed by sign), ``dtype`` default
     torch.float64 (module docstring). ``dense_limit``: B_ℓ also dense when c_out × kept A_ℓ channels ≤ it;
     ``chunk_entries``: bound on the A_ℓ activations held at once; ``effective``: precomputed
-    [effective_weights(...)] per weighted layer (collapsed form)."""
+    [effective_weights(...)] per weighted layer (collapsed form). The units form is refused (MemoryBudgetError, a
+    ValueError) when :func:`units_module_bytes` exceeds ``max_memory`` bytes (default: 80 % of the available
+    memory; :func:`theory.memory.check_memory`)."""
     from construct.conv_ticket import effective_weights
 
     if form not in FORMS:
@@ -307,6 +326,12 @@ def conv_ticket_module(ticket, form: str = "units", dtype=None, *, dense_limit: 
             raise ValueError(f"{name}={value!r}: allowed an integer >= {0 if name == 'dense_limit' else 1}")
     C = _classes()
     dtype = _dtype(dtype)
+    if form == "units":
+        from theory.memory import check_memory
+
+        nnz = sum(int(s.v.size) for s in ticket.layers)
+        check_memory(units_module_bytes(ticket, dtype.itemsize, int(dense_limit), int(chunk_entries)),
+                     f"the units module of this ticket ({nnz:,} kept B entries)", max_memory)
     target = ticket.target
     arch = target.architecture
     by_name = {w.name: w for w in target.weighted}

@@ -16,6 +16,7 @@ from construct.conv_source import sample_conv_source
 from construct.conv_target import conv_target
 from construct.conv_ticket import ConvTicket, LayerSelection, conv_certificate, conv_sampled_error, conv_ticket_forward
 from construct.modules import read_module
+from theory.memory import MemoryBudgetError
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -211,6 +212,9 @@ def test_conv_ticket_module_bad_arguments(cnn):
         conv_ticket_module(cnn, "units", chunk_entries=0)
     with pytest.raises(ValueError, match="dtype="):
         conv_ticket_module(cnn, "units", dtype=torch.int64)
+    with pytest.raises(MemoryBudgetError, match="the units module of this ticket .* over the budget of 1000 B"):
+        conv_ticket_module(cnn, "units", max_memory=1000)
+    conv_ticket_module(cnn, "collapsed", max_memory=1000)  # the guard is for the units form
 
 
 # ------------------------------------------------------------------------------------------------------ attack

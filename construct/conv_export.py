@@ -298,9 +298,8 @@ def units_module_bytes(ticket, itemsize: int = 8, dense_limit: int = DENSE_LIMIT
     the numpy temporaries of the largest layer while it is built (positions, order, sorted copies: 40 bytes per
     entry) and three chunks of ``chunk_entries`` activations while it runs."""
     total, largest = 0, 0
-    for sel in ticket.layers:
-        nnz, channels = int(sel.v.size), int(sel.units.size + sel.bias_units.size)
-        fan_out = int(sel.rows.max()) + 1 if sel.rows.size else 1
+    for sel, wl in zip(ticket.layers, ticket.target.weighted):
+        nnz, channels, fan_out = int(sel.v.size), int(sel.units.size + sel.bias_units.size), wl.fan_out
         total += nnz * (8 + itemsize) + channels * (16 + itemsize)
         if fan_out * channels <= dense_limit:
             total += 2 * fan_out * channels * 8

@@ -49,7 +49,12 @@ def _classes():
     from torch import nn
 
     def as_tensor(arr, dtype):
-        return torch.as_tensor(np.ascontiguousarray(arr), dtype=dtype)
+        """A copy: the module never shares memory with the ticket's or the target's arrays."""
+        return torch.tensor(np.asarray(arr), dtype=dtype)
+
+    def own(arr, dtype):
+        """A fresh array of this module's own (no copy when the dtype already fits)."""
+        return torch.from_numpy(arr).to(dtype)
 
     class Linear(nn.Module):
         """y = W x + b (a ``linear`` record)."""
@@ -140,19 +145,19 @@ def _classes():
             crow = np.zeros(wl.fan_out + 1, dtype=np.int64)
             np.cumsum(np.bincount(rows, minlength=wl.fan_out), out=crow[1:])
             self.n_channels = int(channels.size)
-            self.register_buffer("units", torch.as_tensor(units))
-            self.register_buffer("virtual", torch.as_tensor(units // sel.k))
+            self.register_buffer("units", as_tensor(units, torch.int64))
+            self.register_buffer("virtual", own(units // sel.k, torch.int64))
             self.register_buffer("a", as_tensor(sel.a, dtype))
-            self.register_buffer("bias_units", torch.as_tensor(bias_units))
+            self.register_buffer("bias_units", as_tensor(bias_units, torch.int64))
             self.register_buffer("beta", as_tensor(sel.beta, dtype))
-            self.register_buffer("crow", torch.as_tensor(crow))
-            self.register_buffer("col", torch.as_tensor(pos))
-            self.register_buffer("val", as_tensor(val, dtype))
+            self.register_buffer("crow", own(crow, torch.int64))
+            self.register_buffer("col", own(pos, torch.int64))
+            self.register_buffer("val", own(val, dtype))
             dense = None
             if wl.fan_out * self.n_channels <= dense_limit:
                 dense = np.zeros((wl.fan_out, self.n_channels))
                 np.add.at(dense, (rows, pos), val)
-                dense = as_tensor(dense, dtype)
+                dense = own(dense, dtype)
             self.register_buffer("dense_B", dense)
 
         def kept_weights(self) -> int:

@@ -168,6 +168,13 @@ def test_units_module_converts_and_counts_kept_weights(cnn):
         assert np.max(np.abs(y.numpy() - ref)) <= 1e-4 * np.max(np.abs(ref))
         assert all(b.dtype in (torch.float32, torch.int64) for b in m32.buffers())
     assert any(n.endswith("virtual") for n, _ in mod.named_buffers())
+    before = [s.a.copy() for s in cnn.layers], [w.weight.copy() for w in cnn.target.weighted]
+    for m in (mod, architecture_module(cnn.target.architecture)):
+        for b in m.buffers():
+            if b.is_floating_point():
+                b.mul_(2.0)  # the modules own their arrays: the ticket and its target are untouched
+    assert all(np.array_equal(s.a, a) for s, a in zip(cnn.layers, before[0]))
+    assert all(np.array_equal(w.weight, x) for w, x in zip(cnn.target.weighted, before[1]))
 
 
 def test_units_module_is_a_subnetwork_of_the_er_source(cnn):

@@ -63,6 +63,22 @@ class Residual(nn.Module):
         return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
 
 
+class Pools(nn.Module):
+    """Average and max pooling with padding, on non-negative and on signed values, a padded conv, flatten, linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.b1 = nn.Conv2d(2, 3, 3, padding=1), nn.BatchNorm2d(3)
+        self.c2 = nn.Conv2d(3, 3, 3, padding=2)
+        self.fc = nn.Linear(27, 2)
+
+    def forward(self, x):
+        h = F.relu(self.b1(self.c1(x)))
+        h = F.avg_pool2d(h, 3, 2, 1) + F.max_pool2d(h, 3, 2, 1)
+        h = F.max_pool2d(self.c2(h), 3, 1, 1)
+        return self.fc(F.avg_pool2d(h, 2, 2, 1).flatten(1))
+
+
 def _build(model, input_shape, k, g0, seed=1, box=(-1.0, 1.0)):
     target = conv_target(model, input_shape, box=box)
     src = sample_conv_source([(w.fan_in, w.fan_out, k, g0) for w in target.weighted], [0.5] * (2 * len(target.weighted)),
@@ -85,6 +101,12 @@ def resnet():
     gen = torch.Generator().manual_seed(1)
     torch.manual_seed(1)
     return _build(_randomize_bn(Residual(), gen), (1, 6, 6), 40, 20)
+
+
+@pytest.fixture(scope="module")
+def pools():
+    torch.manual_seed(2)
+    return _build(_randomize_bn(Pools(), torch.Generator().manual_seed(2)), (2, 6, 6), 30, 20, seed=2, box=(-0.5, 2.0))
 
 
 def _x(ticket, n, seed):
@@ -126,7 +148,7 @@ def test_architecture_module_runs_every_kind_like_numpy_and_torch():
 
 
 # ------------------------------------------------------------------------------------------ conv_ticket_module
-@pytest.mark.parametrize("name", ["cnn", "resnet"])
+@pytest.mark.parametrize("name", ["cnn", "resnet", "pools"])
 def test_units_collapsed_and_numpy_forward_agree(name, request):
     ticket = request.getfixturevalue(name)
     x = _x(ticket, 6, 5)
@@ -225,7 +247,7 @@ def test_conv_ticket_module_bad_arguments(cnn):
 
 
 # ------------------------------------------------------------------------------------------------------ attack
-@pytest.mark.parametrize("name", ["cnn", "resnet"])
+@pytest.mark.parametrize("name", ["cnn", "resnet", "pools"])
 def test_attack_is_between_sampled_error_and_certificate(name, request):
     ticket = request.getfixturevalue(name)
     res = conv_attack_error(ticket, seed=4, samples=64, starts=4, steps=15, batch=16)

@@ -260,8 +260,9 @@ def _selection(data, path, wl, k, g0):
         if not np.all((r1 > r0) | ((r1 == r0) & (c1 > c0))):
             raise ValueError(f"{path}: ticket_{i}_rows/ticket_{i}_cols are not strictly increasing (row-major): "
                              "allowed sorted entries, each at most once")
-    kept = np.concatenate([units, bias_units])
-    if cols.size and not np.all(np.isin(cols, kept)):
+    kept = np.concatenate([units, bias_units])  # sorted: every bias unit is >= fan_in·k > every unit
+    pos = np.minimum(np.searchsorted(kept, cols), max(kept.size - 1, 0))
+    if cols.size and (kept.size == 0 or np.any(kept[pos] != cols)):
         raise ValueError(f"{path}: ticket_{i}_cols reads A channels that are not kept (not in ticket_{i}_units or "
                          f"ticket_{i}_bias_units): allowed kept channels only")
     return LayerSelection(wl.name, int(k), int(g0), units, a, bias_units, beta, rows, cols, v)

@@ -113,10 +113,17 @@ def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _json(data, key, path):
+def _member(data, key, path):
     if key not in data.files:
         raise ValueError(f"{path}: missing key {key}: not a valid 2l-conv ticket file")
-    arr = data[key]
+    try:
+        return data[key]
+    except ValueError:  # object arrays need pickle, which is never allowed
+        raise ValueError(f"{path}: {key} is an object array: allowed plain numeric or string arrays (no pickle)") from None
+
+
+def _json(data, key, path):
+    arr = _member(data, key, path)
     if arr.dtype.kind != "U" or arr.ndim != 0:
         raise ValueError(f"{path}: {key} has dtype {arr.dtype} and shape {arr.shape}: allowed a JSON string")
     try:
@@ -129,9 +136,7 @@ def _json(data, key, path):
 
 
 def _array(data, key, path, dtype, ndim, shape=None):
-    if key not in data.files:
-        raise ValueError(f"{path}: missing key {key}: not a valid 2l-conv ticket file")
-    arr = data[key]
+    arr = _member(data, key, path)
     if arr.dtype != np.dtype(dtype):
         raise ValueError(f"{path}: {key} has dtype {arr.dtype}: allowed {np.dtype(dtype)}")
     if arr.ndim != ndim:

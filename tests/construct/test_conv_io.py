@@ -99,7 +99,7 @@ def _write(tmp_path, ticket, change):
     arrays = conv_ticket_arrays(ticket)
     change(arrays)
     path = tmp_path / "tampered.npz"
-    np.savez(path, **arrays)
+    np.savez(path, **arrays)  # (object arrays are pickled by savez: the loader must refuse them)
     return path
 
 
@@ -235,6 +235,7 @@ def test_changed_target_weight_is_invalid(tickets, tmp_path):
     (_json_change("source", layers=[[9, 2, 40, 20], [18, 3, 40, 20], [12, 7, 40, 20]]), "has fan_in, fan_out 12, 7"),
     (lambda a: a.__setitem__("box", np.array([1.0, -1.0])), "box=.*allowed a < b"),
     (lambda a: a.__setitem__("architecture", np.array("[1, 2")), "architecture is not valid JSON"),
+    (lambda a: a.__setitem__("ticket_1_v", np.array([{"x": 1}], dtype=object)), "ticket_1_v is an object array"),
 ])
 def test_malformed_files_are_refused_in_one_line(tickets, tmp_path, change, match):
     path = _write(tmp_path, tickets["cnn"], change)

@@ -5,10 +5,11 @@ of the sup-error that reaches the exact sup where it is known."""
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings, strategies as st
 import torch.nn.functional as F
 from torch import nn
 
-from construct.architecture import architecture_forward
+from construct.architecture import INPUT, Architecture, Layer, architecture_forward
 from construct.conv_2l import build_conv_2l
 from construct.conv_attack import conv_attack_error
 from construct.conv_export import architecture_module, conv_ticket_module
@@ -145,6 +146,66 @@ def test_architecture_module_runs_every_kind_like_numpy_and_torch():
     with torch.no_grad():
         assert np.max(np.abs(y - model(torch.tensor(x)).numpy())) <= 1e-10
     assert mod.to(torch.float32)(torch.tensor(x, dtype=torch.float32)).dtype == torch.float32
+
+
+@st.composite
+def _conv_chains(draw):
+    """A random Architecture: conv2d (kernel, stride, padding), optional BatchNorm, ReLU, optional pooling (max or
+    average, with padding ≤ half the window), optional residual addition x + conv1×1(x); then optionally a global
+    average pool, a flatten and a linear layer. Returns (architecture, input shape)."""
+    rng = np.random.default_rng(draw(st.integers(0, 2 ** 32 - 1)))
+    c, h = draw(st.integers(1, 3)), draw(st.integers(3, 7))
+    shape = (c, h, h)
+    recs, prev = [], INPUT
+    for i in range(draw(st.integers(1, 3))):
+        k = draw(st.integers(1, min(3, h)))
+        pad = draw(st.integers(0, 1))
+        stride = draw(st.integers(1, 2))
+        c_out = draw(st.integers(1, 3))
+        recs.append(Layer("conv2d", f"c{i}", (prev,), {"weight": rng.uniform(-1, 1, (c_out, c, k, k)),
+                                                       "bias": rng.uniform(-1, 1, c_out)},
+                          {"stride": (stride, stride), "padding": (pad, pad)}))
+        prev, c, h = f"c{i}", c_out, (h + 2 * pad - k) // stride + 1
+        if draw(st.booleans()):
+            recs.append(Layer("batchnorm2d", f"bn{i}", (prev,), {"weight": rng.uniform(0.5, 1.5, c),
+                              "bias": rng.uniform(-1, 1, c), "running_mean": rng.uniform(-1, 1, c),
+                              "running_var": rng.uniform(0.5, 2, c)}, {"eps": 1e-5}))
+            prev = f"bn{i}"
+        recs.append(Layer("relu", f"r{i}", (prev,)))
+        prev = f"r{i}"
+        pool = draw(st.sampled_from(["none", "maxpool2d", "avgpool2d"]))
+        if pool != "none" and h >= 2:
+            kp = draw(st.integers(1, min(3, h)))
+            pp = draw(st.integers(0, kp // 2))
+            sp = draw(st.integers(1, 2))
+            recs.append(Layer(pool, f"p{i}", (prev,), {}, {"kernel_size": (kp, kp), "stride": (sp, sp),
+                                                           "padding": (pp, pp)}))
+            prev, h = f"p{i}", (h + 2 * pp - kp) // sp + 1
+        if draw(st.booleans()):  # a residual addition: prev + conv1x1(prev)
+            recs.append(Layer("conv2d", f"s{i}", (prev,), {"weight": rng.uniform(-1, 1, (c, c, 1, 1)),
+                                                           "bias": rng.uniform(-1, 1, c)},
+                              {"stride": (1, 1), "padding": (0, 0)}))
+            recs.append(Layer("add", f"a{i}", (prev, f"s{i}")))
+            prev = f"a{i}"
+    if draw(st.booleans()):
+        recs.append(Layer("global_avgpool", "gap", (prev,)))
+        prev, h = "gap", 1
+    recs.append(Layer("flatten", "flat", (prev,)))
+    n = c * h * h
+    recs.append(Layer("linear", "fc", ("flat",), {"weight": rng.uniform(-1, 1, (2, n)), "bias": rng.uniform(-1, 1, 2)}))
+    return Architecture(tuple(recs)), shape
+
+
+@settings(max_examples=40, deadline=None)
+@given(_conv_chains(), st.integers(0, 1000))
+def test_architecture_module_equals_architecture_forward(chain, seed):
+    arch, shape = chain
+    x = np.random.default_rng(seed).uniform(-2, 2, (3,) + shape)
+    ref = architecture_forward(arch, x)
+    with torch.no_grad():
+        y = architecture_module(arch)(torch.tensor(x)).numpy()
+    assert y.shape == ref.shape
+    assert np.max(np.abs(y - ref)) <= 1e-10 * max(1.0, np.max(np.abs(ref)))
 
 
 # ------------------------------------------------------------------------------------------ conv_ticket_module

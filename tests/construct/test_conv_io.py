@@ -189,6 +189,22 @@ def test_changed_source_dtype_is_invalid(tickets, tmp_path):
     assert "differ from the weights regenerated" in _verdict(path)
 
 
+@pytest.mark.parametrize("entry, delta", [(2, 1), (2, -1), (3, 1)])
+def test_changed_source_shape_is_invalid(tickets, tmp_path, entry, delta):
+    """k or g0 changed: the kept channels no longer fit the layout (refused), or B_ℓ has another width, so its
+    regenerated blocks hold other numbers (INVALID)."""
+    t = tickets["cnn"]
+    layers = [[A.fan_in, B.shape[0], A.k, A.g0] for A, B in t.source.pairs]
+    layers[1][entry] += delta
+    path = _write(tmp_path, t, _json_change("source", layers=layers))
+    try:
+        res = verify_conv_ticket(path, samples=32)
+    except ValueError as exc:
+        assert "ticket_2_" in str(exc)
+    else:
+        assert not res.valid and any(r.startswith("layer '3': ") for r in res.reasons), res.reasons
+
+
 def test_certificate_claim_too_small_is_invalid(tickets, tmp_path):
     t = tickets["cnn"]
     cert = conv_certificate(t).certificate

@@ -215,8 +215,8 @@ def _source(data, path, weighted):
         raise ValueError(f"{path}: source densities={json.dumps(dens)[:60]}: allowed {2 * lw} densities in (0, 1] "
                          "(p_A, p_B per weighted layer)")
     if not isinstance(layers, list) or len(layers) != lw:
-        raise ValueError(f"{path}: source layers has {len(layers) if isinstance(layers, list) else layers!r} entries: "
-                         f"allowed {lw} (one per weighted layer)")
+        raise ValueError(f"{path}: source layers={json.dumps(layers)[:60]}: allowed a list of {lw} [fan_in, fan_out, k, "
+                         "g0] (one per weighted layer)")
     out = []
     for wl, item in zip(weighted, layers):
         if not isinstance(item, list) or len(item) != 4 or not all(_is_int(v) for v in item):

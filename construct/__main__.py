@@ -294,7 +294,30 @@ def _check_verify_input(args) -> int:
                  "and their converted copies)", budget)
     first = headers.get("target_W1")
     inputs = first.shape[1] if first is not None and len(first.shape) == 2 else 1
+    if "architecture" in headers and "input_shape" in headers:  # a conv ticket: (c, H, W) per input
+        import numpy as np
+
+        with np.load(args.path, allow_pickle=False) as data:
+            shape = np.asarray(data["input_shape"])
+        if shape.dtype.kind in "iu" and shape.ndim == 1 and shape.size and np.all(shape >= 1):
+            inputs = int(np.prod(shape.astype(float)))
     return _check_samples(samples, inputs, budget)
+
+
+def format_conv_verify(res) -> str:
+    """The verdict of ``verify`` on a conv ticket file as text."""
+    lines = [f"{res.path}: strong ticket ({res.construction}), {res.kept_params:,} kept weights",
+             f"  source regenerated from its seed: {res.units_checked:,} kept A units and {res.b_entries_checked:,} "
+             f"kept B entries compared, equal to the stored weights: {res.source_matches}; ticket is a sub-mask of "
+             f"the seeded ER masks: {res.submask}",
+             f"  certificate {res.certificate:.3e} (stored {res.stored_certificate}; matches {res.certificate_matches});"
+             f" grouped bound {res.grouped_certificate:.3e}; sampled error {res.sampled_error:.3e} over "
+             f"{res.samples} inputs <= grouped bound: {res.sampled_within_certificate}"
+             + ("" if res.eps is None else f"; grouped bound <= eps {res.eps}: {res.certificate_within_eps}")]
+    for reason in res.reasons:
+        lines.append(f"  INVALID: {reason}")
+    lines.append(f"  verdict: {'VALID' if res.valid else 'INVALID'}")
+    return "\n".join(lines)
 
 
 def _input_shape(text):
@@ -451,9 +474,16 @@ def main(argv=None) -> int:
             _print_ticket(report, args.out)
         return 0
     if args.command == "verify":
+        from construct.conv_io import is_conv_ticket_file
         from construct.verify import verify_ticket
 
         samples = _check_verify_input(args)
+        if is_conv_ticket_file(args.path):
+            from construct.conv_verify import verify_conv_ticket
+
+            res = verify_conv_ticket(args.path, samples=samples)
+            print(dumps(res) if args.json else format_conv_verify(res))
+            return 0 if res.valid else 1
         res = verify_ticket(args.path, samples=samples, all_blocks=args.all_blocks, bounds=args.bounds,
                             bound_seconds=_bound_seconds(args))
         print(dumps(res) if args.json else format_verify(res))

@@ -8,10 +8,12 @@
    - every kept bias-group unit's stored β_u equals the regenerated bias and β_u > 0 (a unit with β_u ≤ 0 outputs 0);
    - every kept B_ℓ entry (i, u) has mask 1 and its stored v equals the regenerated weight (only the B_ℓ blocks
      that hold kept entries are drawn: :meth:`construct.source.SourceLayer.gather`).
-3. Recompute the certificate (:func:`construct.conv_ticket.conv_certificate`, from the arrays and the target alone)
-   and the sampled error (:func:`construct.conv_ticket.conv_sampled_error`): the recomputed certificate finite, the
-   stored one present, finite and equal to it (relative 1e−9), ≤ ``eps`` where ``eps`` is claimed, the sampled error
-   ≤ the certificate (+ 1e−9·(1 + certificate) of rounding); meta densities equal to the source's.
+3. Recompute the certificate and the grouped bound (:func:`construct.conv_ticket.conv_certificate`, from the arrays
+   and the target alone) and the sampled error (:func:`construct.conv_ticket.conv_sampled_error`): the recomputed
+   certificate finite, the stored one present, finite and equal to it (relative 1e−9); a stored grouped bound equal
+   to the recomputed one; the grouped bound (what ``eps`` promises, :mod:`construct.conv_strong`) ≤ ``eps`` where
+   ``eps`` is claimed; the sampled error ≤ the grouped bound (+ 1e−9·(1 + bound) of rounding); meta densities equal
+   to the source's.
 
 VALID iff every check holds; otherwise INVALID with one reason per failed check.
 """
@@ -47,9 +49,10 @@ class ConvVerifyResult:
     samples: int
     sampled_within_certificate: bool
     eps: float | None
-    certificate_within_eps: bool | None
+    certificate_within_eps: bool | None   # the grouped bound ≤ eps (the promise of eps)
     reasons: tuple
     valid: bool
+    grouped_certificate: float = float("nan")
 
     def to_dict(self) -> dict:
         d = dict(self.__dict__)
@@ -118,7 +121,8 @@ def verify_conv_ticket(path, samples: int = 256, *, seed: int = 0) -> ConvVerify
         reasons.append("meta densities differ from the source densities")
     eff = [effective_weights(s, w) for s, w in zip(ticket.layers, ticket.target.weighted)]
     with np.errstate(over="ignore", invalid="ignore"):  # a non-finite result is reported below, not warned about
-        cert = conv_certificate(ticket, eff).certificate
+        full = conv_certificate(ticket, eff)
+        cert, grouped = full.certificate, full.grouped_certificate
         err = conv_sampled_error(ticket, samples=int(samples), seed=seed, effective=eff).sampled_error
     if not math.isfinite(cert):
         reasons.append(f"the recomputed certificate is {cert}: allowed a finite number")
@@ -134,19 +138,23 @@ def verify_conv_ticket(path, samples: int = 256, *, seed: int = 0) -> ConvVerify
         cert_ok = math.isfinite(cert) and abs(float(stored) - cert) <= 1e-9 * max(1.0, abs(cert))
         if not cert_ok:
             reasons.append(f"meta certificate={stored!r} differs from the recomputed {cert!r}")
-    within = bool(err <= cert + 1e-9 * (1.0 + cert))
+    stored_grouped = meta.get("grouped_certificate")
+    if stored_grouped is not None and not (math.isfinite(float(stored_grouped)) and
+                                           abs(float(stored_grouped) - grouped) <= 1e-9 * max(1.0, abs(grouped))):
+        reasons.append(f"meta grouped_certificate={stored_grouped!r} differs from the recomputed {grouped!r}")
+    within = bool(err <= grouped + 1e-9 * (1.0 + grouped))
     if not within:
-        reasons.append(f"sampled error {err:.6g} exceeds the certificate {cert:.6g}")
+        reasons.append(f"sampled error {err:.6g} exceeds the grouped bound {grouped:.6g}")
     eps = meta.get("eps")
     cert_eps = None
     if eps is not None:
         if not (math.isfinite(float(eps)) and float(eps) > 0):
             reasons.append(f"meta eps={eps!r}: allowed a positive finite number or null")
         else:
-            cert_eps = bool(cert <= float(eps))
+            cert_eps = bool(grouped <= float(eps))
             if not cert_eps:
-                reasons.append(f"the certificate {cert:.6g} exceeds the claimed eps {float(eps):.6g}")
+                reasons.append(f"the grouped bound {grouped:.6g} exceeds the claimed eps {float(eps):.6g}")
     return ConvVerifyResult(str(path), str(meta.get("construction")), ticket.kept_params, int(n_units), int(n_entries),
                             bool(submask), bool(matches), float(cert), None if stored is None else float(stored),
                             bool(cert_ok), float(err), int(samples), within, None if eps is None else float(eps),
-                            cert_eps, tuple(reasons), not reasons)
+                            cert_eps, tuple(reasons), not reasons, float(grouped))

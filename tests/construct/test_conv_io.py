@@ -212,11 +212,22 @@ def test_certificate_claim_too_small_is_invalid(tickets, tmp_path):
     assert "differs from the recomputed" in _verdict(path)
 
 
-def test_eps_claim_below_the_certificate_is_invalid(tickets, tmp_path):
+def test_eps_claim_below_the_grouped_bound_is_invalid(tickets, tmp_path):
+    """eps promises the grouped bound (construct.conv_strong): a claimed eps below it is INVALID, one between it and
+    the section 6 certificate is VALID."""
     t = tickets["cnn"]
-    cert = conv_certificate(t).certificate
-    path = _write(tmp_path, t, _json_change("meta", eps=cert * 0.9))
+    c = conv_certificate(t)
+    assert c.grouped_certificate < c.certificate
+    path = _write(tmp_path, t, _json_change("meta", eps=c.grouped_certificate * 0.9))
     assert "exceeds the claimed eps" in _verdict(path)
+    between = _write(tmp_path, t, _json_change("meta", eps=(c.grouped_certificate + c.certificate) / 2))
+    assert verify_conv_ticket(between, samples=32).valid
+
+
+def test_a_wrong_stored_grouped_bound_is_invalid(tickets, tmp_path):
+    t = tickets["cnn"]
+    path = _write(tmp_path, t, _json_change("meta", grouped_certificate=conv_certificate(t).grouped_certificate / 2))
+    assert "grouped_certificate" in _verdict(path)
 
 
 def test_missing_certificate_is_invalid(tickets, tmp_path):

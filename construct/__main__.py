@@ -333,9 +333,19 @@ def _input_shape(text):
 
 
 def _conv_target(args):
-    """The ConvTarget of --target, or None for an MLP target."""
-    from construct.conv_strong import load_conv_target
+    """The ConvTarget of --target, or None for an MLP target. What the named targets cannot do is refused before
+    they are trained."""
+    from construct.conv_strong import CONV_MODEL_NAMES, RESIDUAL_MODEL_NAMES, load_conv_target
     from construct.targets import parse_box
+
+    name = str(args.target).split(":", 1)[0]
+    if name in CONV_MODEL_NAMES:
+        if args.command == "weak" and name in RESIDUAL_MODEL_NAMES:
+            raise ValueError(f"target={args.target!r}: weak tickets of residual networks are not implemented: "
+                             "allowed construct strong")
+        if args.command == "strong" and args.construction != "2l":
+            raise ValueError("the l+1 construction of convolutional or residual targets is not implemented: allowed "
+                             "construct strong --construction 2l")
 
     return load_conv_target(args.target, weights=args.weights, input_shape=_input_shape(args.input_shape),
                             seed=args.seed, box=parse_box(args.box))
@@ -363,7 +373,8 @@ def _weak_conv(args, target) -> int:
         from construct.conv_targets import digits_data
 
         d = digits_data(0)
-        text += "".join(f"\n  {k}: {v}" for k, v in conv_weak_accuracies(ticket, d.x_test, d.y_test).items())
+        text += "".join(f"\n  {k}: {v:.4f}" if isinstance(v, float) else f"\n  {k}: {v}"
+                        for k, v in conv_weak_accuracies(ticket, d.x_test, d.y_test).items())
     print(dumps(report) if args.json else text)
     return 0
 

@@ -30,6 +30,10 @@ __all__ = ["CONV_MODEL_NAMES", "load_conv_target", "conv_graph_nodes", "plan_con
 
 #: the named convolutional targets of ``--target`` (:func:`construct.conv_targets.conv_module`)
 CONV_MODEL_NAMES = ("digits-cnn", "digits-resnet", "resnet18")
+#: their input shapes (c, H, W)
+CONV_MODEL_SHAPES = {"digits-cnn": (1, 8, 8), "digits-resnet": (1, 8, 8), "resnet18": (3, 32, 32)}
+#: the named targets with residual additions (no weak tickets)
+RESIDUAL_MODEL_NAMES = ("digits-resnet", "resnet18")
 
 _NODE_KIND = {"relu": "relu", "maxpool2d": "pass", "avgpool2d": "pass", "global_avgpool": "pass",
               "flatten": "flatten", "add": "add", "conv2d": "weighted", "linear": "weighted"}
@@ -80,19 +84,24 @@ def plan_conv_strong(target: ConvTarget, density, delta: float, *, eps=None, wei
 
 
 def conv_build_bytes(layers, sw, dtype_bytes: int) -> float:
-    """Estimated peak bytes of the build: the largest layer's working set (A_ℓ's dedicated entries, a float64
-    scale per A_ℓ channel, candidate index arrays, B_ℓ mask entries of one step and the packed candidates) plus what
-    every layer keeps (≈ 24 bytes per kept B_ℓ entry, at most ``cap`` per instance, and 16 bytes per target weight
-    for the effective weights P, N)."""
+    """Estimated peak bytes of the build: the largest layer's working set (A_ℓ's dedicated entries, a float64 scale
+    per A_ℓ channel, the candidate index arrays, the packed candidates of one step and the solver's copies of them)
+    plus what every layer keeps: 24 bytes per kept B_ℓ entry (row, column, weight) at :data:`KEPT_PER_INSTANCE`
+    entries per instance, 8 bytes per instance error and 16 bytes per target weight for the effective weights P, N."""
     from construct.conv_2l import _GATHER_ENTRIES
 
     worst, kept = 0.0, 0.0
     for (fan_in, fan_out, k, g0), lw in zip(layers, sw.layers):
         m = fan_in * k + g0
-        working = (dtype_bytes + 1 + 8) * fan_in * k + 8 * m + 48 * _GATHER_ENTRIES
-        worst = max(worst, working + 24.0 * fan_in * k * lw.sides * sw.parts / 2)
-        kept += 24.0 * lw.instances * lw.cap / 2 + 16.0 * fan_in * fan_out
+        working = (dtype_bytes + 1 + 8) * fan_in * k + 8 * m + 64 * _GATHER_ENTRIES
+        worst = max(worst, working + 8.0 * fan_in * k)
+        kept += (24.0 * KEPT_PER_INSTANCE + 8.0) * lw.instances + 16.0 * fan_in * fan_out
     return worst + kept
+
+
+#: kept B entries per subset-sum instance assumed by :func:`conv_build_bytes`; measured: 3.6 on the ResNet-18
+#: (``python -m construct bench --target resnet18``), at most the search plan's block size k ≤ 40 in the worst case
+KEPT_PER_INSTANCE = 8
 
 
 @dataclass(frozen=True)
@@ -155,7 +164,7 @@ class ConvTicketReport:
                      + f"; sampled error {self.sampled_error:.3e} over "
                      f"{self.samples} inputs{attacked}; {self.seconds:.1f} s")
         for key, value in (self.extra or {}).items():
-            lines.append(f"  {key}: {value}")
+            lines.append(f"  {key}: {value:.4f}" if isinstance(value, float) else f"  {key}: {value}")
         return "\n".join(lines)
 
 
@@ -230,10 +239,11 @@ def load_conv_target(spec, *, weights=None, input_shape=None, seed: int = 0, box
     if isinstance(spec, str) and text.split(":", 1)[0] in CONV_MODEL_NAMES:
         from construct.conv_targets import conv_module
 
-        module, shape, _ = conv_module(text, seed)
-        if input_shape is not None and tuple(input_shape) != tuple(shape):
+        shape = CONV_MODEL_SHAPES[text.split(":", 1)[0]]
+        if input_shape is not None and tuple(input_shape) != tuple(shape):  # refused before any training
             raise ValueError(f"input_shape={list(input_shape)} does not match target {text!r}, whose inputs are "
                              f"{list(shape)}: allowed no --input-shape or {','.join(map(str, shape))}")
+        module, shape, _ = conv_module(text, seed)
         return conv_target(module, shape, box=box, name=text)
     if not isinstance(spec, str) or not (".py:" in text or text.endswith(".json")):
         return None

@@ -294,7 +294,7 @@ def run_case(case: CheckCase, max_source_params: int = 60_000_000, bound_seconds
 
 
 def run_check(budget: str = "fast") -> CheckResult:
-    """Run the battery (``budget`` "fast" ≈ a minute on 2 cores, or "full")."""
+    """Run the battery (``budget`` "fast" ≈ two minutes on 2 cores, or "full")."""
     if budget not in ("fast", "full"):
         raise ValueError(f"budget={budget!r} is unknown: allowed 'fast', 'full'")
     t0 = time.perf_counter()

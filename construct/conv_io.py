@@ -23,6 +23,12 @@ Keys (Lw = number of weighted layers, i = 1..Lw in execution order):
 
 :func:`load_conv_ticket` validates every key (dtype, shape, index ranges, order, finiteness, JSON types) and raises a
 one-line ``ValueError`` naming the key; it does not judge the claims (that is verify's job).
+
+**Target files** (:func:`save_conv_target`, :func:`load_conv_target_file`; what ``--target file.npz`` reads for a
+convolutional or residual network): the keys ``architecture``, ``target_<i>_weight``, ``target_<i>_bias`` and
+``input_shape`` of the layout above — a folded network (BatchNorm already folded into its convolutions, e.g. by
+:func:`construct.conv_target.conv_target`). A ticket file is also a target file (its box is not used: the box is
+a property of the run).
 """
 from __future__ import annotations
 
@@ -35,7 +41,7 @@ import numpy as np
 from theory.atomic import atomic_path
 
 __all__ = ["save_conv_ticket", "load_conv_ticket", "conv_ticket_arrays", "is_conv_ticket_file", "CONSTRUCTION",
-           "FORMAT_VERSION"]
+           "FORMAT_VERSION", "save_conv_target", "load_conv_target_file", "is_conv_target_file", "conv_target_arrays"]
 
 CONSTRUCTION = "2l-conv"
 FORMAT_VERSION = 1
@@ -345,3 +351,59 @@ def load_conv_ticket(path):
         raise ValueError(f"{path}: corrupted npz member ({type(exc).__name__})") from None
     source = sample_conv_source(layers, dens, seed, dtype=dtype)
     return ConvTicket(target, source, sels, meta)
+
+
+def conv_target_arrays(target) -> dict:
+    """The npz arrays of a target file (module docstring) for a :class:`construct.conv_target.ConvTarget` (folded: no
+    BatchNorm records)."""
+    records = []
+    for rec in target.architecture.layers:
+        item = {"kind": rec.kind, "name": rec.name, "inputs": list(rec.inputs)}
+        item.update({k: [int(u) for u in v] if isinstance(v, (tuple, list)) else v for k, v in rec.attrs.items()})
+        records.append(item)
+    arrays = {"architecture": np.array(json.dumps({"name": target.name, "layers": records})),
+              "input_shape": np.asarray(target.input_shape, dtype=np.int64)}
+    for wl in target.weighted:
+        arrays[f"target_{wl.index}_weight"] = np.asarray(wl.weight, dtype=np.float64)
+        arrays[f"target_{wl.index}_bias"] = np.asarray(wl.bias, dtype=np.float64)
+    return arrays
+
+
+def save_conv_target(path, target) -> None:
+    """Write a convolutional target (a :class:`construct.conv_target.ConvTarget`, BatchNorm folded) as an npz target
+    file (atomically; no pickle)."""
+    arrays = conv_target_arrays(target)
+    with atomic_path(path, suffix=".npz") as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+
+
+def is_conv_target_file(path) -> bool:
+    """True iff ``path`` is an npz with an ``architecture`` key (a conv target or ticket file; nothing validated)."""
+    try:
+        with _open(path) as data:
+            return "architecture" in data.files
+    except (ValueError, OSError, zipfile.BadZipFile, zlib.error):
+        return False
+
+
+def load_conv_target_file(path, box=(-1.0, 1.0)):
+    """The :class:`construct.conv_target.ConvTarget` of a target (or ticket) file, with the input box ``box``;
+    every key validated, one-line ValueErrors naming the key."""
+    from construct.architecture import Architecture
+    from construct.conv_target import conv_target
+
+    data = _open(path)
+    try:
+        with data:
+            name, records = _records(data, path)
+            shape = _array(data, "input_shape", path, np.int64, 1)
+            if shape.size not in (1, 3) or shape.min() < 1 or shape.max() > 2 ** 31:
+                raise ValueError(f"{path}: input_shape={shape.tolist()}: allowed (channels, H, W) or (features,), "
+                                 "positive integers")
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise ValueError(f"{path}: corrupted npz member ({type(exc).__name__})") from None
+    try:
+        return conv_target(Architecture(tuple(records), name=name), tuple(int(v) for v in shape), box=box, name=name)
+    except ValueError as exc:
+        raise ValueError(f"{path}: architecture: {exc}") from None

@@ -233,8 +233,8 @@ def build_conv_strong_ticket(model, input_shape, density, delta: float, seed: in
 def load_conv_target(spec, *, weights=None, input_shape=None, seed: int = 0, box=(-1.0, 1.0)):
     """The :class:`ConvTarget` a ``--target`` spec names, or None when the spec is an MLP (the MLP constructions take
     it): the named models of :func:`construct.conv_targets.conv_module` ("digits-cnn", "digits-resnet", "resnet18"),
-    or a ``model.py:factory`` / architecture ``.json`` (with ``weights``) whose layers are not a ReLU MLP — then
-    ``input_shape`` (c, H, W) is required."""
+    a conv target (or ticket) ``.npz`` (:mod:`construct.conv_io`), or a ``model.py:factory`` / architecture ``.json``
+    (with ``weights``) whose layers are not a ReLU MLP — then ``input_shape`` (c, H, W) is required."""
     text = str(spec)
     if isinstance(spec, str) and text.split(":", 1)[0] in CONV_MODEL_NAMES:
         from construct.conv_targets import conv_module
@@ -245,6 +245,17 @@ def load_conv_target(spec, *, weights=None, input_shape=None, seed: int = 0, box
                              f"{list(shape)}: allowed no --input-shape or {','.join(map(str, shape))}")
         module, shape, _ = conv_module(text, seed)
         return conv_target(module, shape, box=box, name=text)
+    if isinstance(spec, str) and text.endswith(".npz"):
+        from construct.conv_io import is_conv_target_file, load_conv_target_file
+        from theory.input_files import check_input_file
+
+        check_input_file(text, "target")
+        if not is_conv_target_file(text):
+            return None  # an MLP target file
+        if input_shape is not None:
+            raise ValueError(f"input-shape: target={text!r} is a convolutional target file, which stores its input "
+                             "shape: allowed no --input-shape")
+        return load_conv_target_file(text, box=box)
     if not isinstance(spec, str) or not (".py:" in text or text.endswith(".json")):
         return None
     if ".py:" in text:

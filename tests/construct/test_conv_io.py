@@ -288,3 +288,28 @@ def test_not_an_npz_is_refused(tmp_path):
     assert not is_conv_ticket_file(path)
     with pytest.raises(ValueError, match="not a valid npz file"):
         load_conv_ticket(path)
+
+
+def test_target_files_round_trip_and_ticket_files_are_targets(tickets, saved, tmp_path):
+    from construct.conv_io import is_conv_target_file, load_conv_target_file, save_conv_target
+    from construct.conv_strong import load_conv_target
+
+    t = tickets["res"].target
+    path = tmp_path / "target.npz"
+    save_conv_target(path, t)
+    assert is_conv_target_file(path) and not is_conv_ticket_file(path)
+    back = load_conv_target(str(path), box=(0.0, 1.0))
+    x = np.random.default_rng(0).uniform(0, 1, size=(4,) + tuple(t.input_shape))
+    assert np.array_equal(back.forward(x), t.forward(x)) and back.box == (0.0, 1.0)
+    assert [w.signed for w in back.weighted] == [False] * len(back.weighted)  # box [0, 1]: no sign split
+    from_ticket = load_conv_target_file(saved["cnn"])
+    assert np.array_equal(from_ticket.weighted[0].weight, tickets["cnn"].target.weighted[0].weight)
+    with pytest.raises(ValueError, match="input-shape"):
+        load_conv_target(str(path), input_shape=(1, 6, 6))
+    arrays = dict(np.load(path))
+    del arrays["target_2_weight"]
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, **arrays)
+    with pytest.raises(ValueError, match="target_2_weight") as info:
+        load_conv_target_file(bad)
+    assert "\n" not in str(info.value)

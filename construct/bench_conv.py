@@ -29,8 +29,10 @@ class ConvBench:
     failures: int
     ticket_params: int
     certificate: float
+    grouped_certificate: float
     sampled_error: float
     samples: int
+    target_output_max: float
     attacked_error: float | None
     seconds: dict
     peak_rss_bytes: int
@@ -64,6 +66,12 @@ def run_conv_bench(spec: str = "resnet18", *, density: float = 0.5, weight_eps: 
                                            weight_eps=weight_eps, width_multiplier=width_multiplier, samples=samples,
                                            max_memory=max_memory, progress=progress)
     t_build = time.perf_counter() - t0 - t_target
+    import numpy as np
+
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0xC0AA]))  # the sampled-error stream
+    a, b = target.box
+    x = rng.uniform(a, b, size=(min(samples, 8),) + tuple(target.input_shape))
+    output_max = float(np.abs(target.forward(x)).max())
     attacked = None
     t_attack = 0.0
     if attack:
@@ -77,7 +85,8 @@ def run_conv_bench(spec: str = "resnet18", *, density: float = 0.5, weight_eps: 
         batchnorm_folded=len(target.folded), density=density, weight_eps=weight_eps, eps=eps, delta=delta,
         width_multiplier=width_multiplier, source_params=rep.source_params, source_dtype=rep.source_dtype,
         instances=rep.instances, failures=rep.failures, ticket_params=rep.ticket_params,
-        certificate=rep.certificate, sampled_error=rep.sampled_error, samples=samples, attacked_error=attacked,
+        certificate=rep.certificate, grouped_certificate=rep.grouped_certificate, sampled_error=rep.sampled_error,
+        samples=samples, target_output_max=output_max, attacked_error=attacked,
         seconds={"target": round(t_target, 2), "build, certificate and sampled error": round(t_build, 2),
                  "attack": round(t_attack, 2), "total": round(time.perf_counter() - t0, 2)},
         peak_rss_bytes=_peak_rss(), machine=f"{os.cpu_count()} CPUs")
@@ -93,7 +102,8 @@ def format_conv_bench(b: ConvBench) -> str:
         f"(1 = theory's widths): {b.source_params:,} source weights ({b.source_dtype}; drawn only where read, never "
         "materialized)",
         f"  {b.instances:,} subset-sum instances, {b.failures} failed; ticket keeps {b.ticket_params:,} weights",
-        f"  certificate {b.certificate:.3e}; sampled error {b.sampled_error:.3e} over {b.samples} inputs; attacked "
-        f"error {attacked}",
+        f"  certificate {b.certificate:.3e} (grouped bound {b.grouped_certificate:.3e}); sampled error "
+        f"{b.sampled_error:.3e} over {b.samples} inputs; attacked error {attacked}; the target's outputs reach "
+        f"{b.target_output_max:.3g} in absolute value",
         "  time: " + ", ".join(f"{k} {v:.1f} s" for k, v in b.seconds.items())
         + f"; peak memory {b.peak_rss_bytes / 2**30:.2f} GiB ({b.machine})"])

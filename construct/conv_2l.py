@@ -94,7 +94,7 @@ def _first_kept(B, rr, groups, counts, need):
     return units, v
 
 
-def _solve_layer(wl: WeightedLayer, A, B, parts: int, eps: float, cap, bias_cap, progress=None):
+def _solve_layer(wl: WeightedLayer, A, B, parts: int, eps: float, cap, bias_cap):
     """Solve every instance of one weighted layer; returns (LayerSelection, errors of the weight instances
     (fan_out, G), errors of the bias instances (fan_out, P) or None)."""
     fan_in, fan_out, k, g0, P = wl.fan_in, wl.fan_out, A.k, A.g0, parts
@@ -109,7 +109,6 @@ def _solve_layer(wl: WeightedLayer, A, B, parts: int, eps: float, cap, bias_cap,
             ts.append(np.full(fan_in, sign))
     W = wl.dense
     targets = W[:, np.concatenate(tj)] * np.concatenate(ts)[None, :] / P
-    caps = [cap] * targets.shape[1]
     if g0 and wl.has_bias:
         b0 = fan_in * k + np.arange(g0)
         beta = A.bias[b0].astype(np.float64)
@@ -117,7 +116,6 @@ def _solve_layer(wl: WeightedLayer, A, B, parts: int, eps: float, cap, bias_cap,
         bias_ids = _padded_parts(b0, beta > 0, P)
         grp.append(bias_ids)
         targets = np.concatenate([targets, np.repeat(wl.bias[:, None] / P, P, axis=1)], axis=1)
-        caps += [bias_cap] * P
     width = max(g.shape[1] for g in grp)
     groups = np.concatenate([np.pad(g, ((0, 0), (0, width - g.shape[1])), constant_values=-1) for g in grp])
     G = groups.shape[0]

@@ -147,7 +147,7 @@ class ConvTicketReport:
                  f"target weights, {len(self.layers)} conv/linear layers), delta {self.delta}, seed {self.seed}",
                  f"  BatchNorm folded (eval mode): {', '.join(f['batchnorm'] + ' -> ' + f['into'] for f in folds)}"
                  if folds else "  no BatchNorm to fold",
-                 f"  source densities (A, B per layer): "
+                 "  source densities (A, B per layer): "
                  + (f"{self.densities[0]:g}" if len(set(self.densities)) == 1
                     else ", ".join(f"{d:.3g}" for d in self.densities)),
                  f"  source: {self.source_params:,} weights ({self.source_dtype}; about {self.er_kept_params:.4g} kept "

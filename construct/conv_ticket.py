@@ -88,6 +88,13 @@ class ConvTicket:
     def kept_params(self) -> int:
         return int(sum(s.kept for s in self.layers))
 
+    def to_module(self, form: str = "units", dtype=None, **kwargs):
+        """The ticket as a PyTorch ``nn.Module``: ``form="units"`` the pruned source subnetwork itself,
+        ``"collapsed"`` two convolutions per layer (see :func:`construct.conv_export.conv_ticket_module`)."""
+        from construct.conv_export import conv_ticket_module
+
+        return conv_ticket_module(self, form, dtype, **kwargs)
+
 
 def _unit_lookup(sel: LayerSelection, values: np.ndarray, units: np.ndarray, cols: np.ndarray) -> np.ndarray:
     pos = np.searchsorted(units, cols)

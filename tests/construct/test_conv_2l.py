@@ -220,6 +220,14 @@ def test_a_wrong_kept_weight_is_caught_by_the_certificate_recursion():
     assert conv_sampled_error(bad, samples=128).sampled_error <= c_bad
 
 
+def test_to_module_computes_the_ticket():
+    target, ticket, _ = _build(_Residual(), (1, 8, 8))
+    x = _inputs(target, 4)
+    with torch.no_grad():
+        out = ticket.to_module()(torch.tensor(x)).numpy()
+    assert np.allclose(out, conv_ticket_forward(ticket, x), rtol=1e-9, atol=1e-12)
+
+
 def test_ticket_is_a_submask_of_the_er_source():
     target, ticket, _ = _build(_Residual(), (1, 8, 8), density=0.3)
     for sel, (A, B) in zip(ticket.layers, ticket.source.pairs):

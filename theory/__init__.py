@@ -17,6 +17,8 @@ from theory.subset_sum import (SOLVER_MAX_CANDIDATES, SearchPlan, block_width, c
                                effective_tolerance, mixture_success_probability, nss, nss_lookup, paper_literal_width,
                                search_plan, thinning_width)
 from theory.weak_widths import WeakWidths, weak_widths
+from theory.conv_widths import ConvStrongWidths, GraphNode, conv_strong_widths, nodes_from_description
+from theory.conv_weak_widths import ConvWeakWidths, conv_weak_widths
 
 __version__ = "0.1.0"
 
@@ -29,4 +31,5 @@ __all__ = [
     "SOLVER_MAX_CANDIDATES", "search_plan", "SearchPlan", "candidate_resolution", "effective_tolerance",
     "strong_widths", "StrongWidths", "backward_layer_tolerance", "forward_tolerance_split",
     "layer_densities", "LayerDensities",
+    "conv_strong_widths", "ConvStrongWidths", "GraphNode", "nodes_from_description", "conv_weak_widths", "ConvWeakWidths",
 ]

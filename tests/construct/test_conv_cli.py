@@ -64,3 +64,31 @@ def test_bench_resnet18_at_a_small_width():
     b = json.loads(proc.stdout)
     assert b["failures"] == 0 and b["weighted_layers"] == 21 and b["batchnorm_folded"] == 20
     assert b["sampled_error"] <= b["certificate"] and b["attacked_error"] <= b["certificate"]
+
+
+def test_architecture_json_with_weights_is_a_conv_target(tmp_path):
+    """A state_dict with an explicit JSON description (construct.modules) of a conv net becomes a ConvTarget (with
+    --input-shape), equal to the module in eval mode."""
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from construct.conv_strong import load_conv_target
+
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.BatchNorm2d(2), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                      nn.Linear(18, 3)).eval()
+    names = {"0": "c", "1": "bn", "5": "fc"}
+    torch.save({names[k.split(".")[0]] + "." + k.split(".", 1)[1]: v for k, v in m.state_dict().items()},
+               tmp_path / "sd.pt")
+    (tmp_path / "arch.json").write_text(json.dumps({"layers": [
+        {"kind": "conv2d", "name": "c", "stride": 1, "padding": 1}, {"kind": "batchnorm2d", "name": "bn", "eps": 1e-5},
+        {"kind": "relu"}, {"kind": "maxpool2d", "kernel_size": 2, "stride": 2, "padding": 0}, {"kind": "flatten"},
+        {"kind": "linear", "name": "fc"}]}))
+    with pytest.raises(ValueError, match="--input-shape"):
+        load_conv_target(str(tmp_path / "arch.json"), weights=str(tmp_path / "sd.pt"))
+    t = load_conv_target(str(tmp_path / "arch.json"), weights=str(tmp_path / "sd.pt"), input_shape=(1, 6, 6))
+    x = np.random.default_rng(1).uniform(-1, 1, size=(5, 1, 6, 6))
+    with torch.no_grad():
+        ref = m.double()(torch.tensor(x)).numpy()
+    assert t.folded == (("bn", "c"),) and np.allclose(t.forward(x), ref, rtol=1e-10, atol=1e-12)

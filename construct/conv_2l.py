@@ -160,17 +160,19 @@ def _solve_layer(wl: WeightedLayer, A, B, parts: int, eps: float, cap, bias_cap)
     return sel, errors[:, :n_weight], (errors[:, n_weight:] if n_weight < G else None)
 
 
-def build_conv_2l(target: ConvTarget, source: ConvSource, plan, *, eps=None, progress=None):
+def build_conv_2l(target: ConvTarget, source: ConvSource, plan, *, eps=None, progress=None, effective_out=None):
     """Build the 2L ticket of ``target`` inside ``source``.
 
     ``plan``: per weighted layer a dict with "parts" P, "instance_eps" (the a-priori per-instance tolerance ε_ℓ that
     theory used for the widths), "cap" and "bias_cap" (the search plans, see :func:`construct.instances.solve_instances`).
     With ``eps`` (the network's sup-error) the backward split of the module docstring is used; without it every
     instance is solved to "instance_eps". ``progress``: a :class:`construct.progress.Progress` (one step per
-    weighted layer) or None. Returns (ConvTicket, per-layer report dicts in execution order)."""
+    weighted layer) or None. ``effective_out``: a list that receives :func:`construct.conv_ticket.effective_weights`
+    of every weighted layer in execution order (computed here anyway; callers reuse them). Returns (ConvTicket,
+    per-layer report dicts in execution order)."""
     bounds = channel_bounds(target)
     Lw = len(target.weighted)
-    amps, sels, reports = {}, [None] * Lw, [None] * Lw
+    amps, sels, reports, effective = {}, [None] * Lw, [None] * Lw, [None] * Lw
     for wl in reversed(target.weighted):
         p = plan[wl.index - 1]
         A, B = source.pairs[wl.index - 1]
@@ -191,7 +193,8 @@ def build_conv_2l(target: ConvTarget, source: ConvSource, plan, *, eps=None, pro
         # Λ_ℓ: the grouped amplification max_i Σ_v max(|P_iv|, |N_iv|) (|P_iv| for an input ≥ 0) of the kept entries
         from construct.conv_ticket import effective_weights
 
-        P_, N_, _, l1 = effective_weights(sel, wl)
+        effective[wl.index - 1] = effective_weights(sel, wl)
+        P_, N_, _, l1 = effective[wl.index - 1]
         gain = np.maximum(np.abs(P_), np.abs(N_)) if wl.signed else np.abs(P_)
         amps[wl.name] = float(gain.sum(axis=1).max(initial=0.0))
         reports[wl.index - 1] = {
@@ -203,4 +206,6 @@ def build_conv_2l(target: ConvTarget, source: ConvSource, plan, *, eps=None, pro
         if progress is not None:
             r = reports[wl.index - 1]
             progress.step(f"layer {wl.name}: {r['instances']:,} subset sums, {r['failures']} failed")
+    if effective_out is not None:
+        effective_out.extend(effective)
     return ConvTicket(target, source, tuple(sels), {}), reports

@@ -21,7 +21,7 @@ import numpy as np
 from construct.conv_2l import build_conv_2l, layer_input_norm
 from construct.conv_source import sample_conv_source
 from construct.conv_target import ConvTarget, conv_target
-from construct.conv_ticket import ConvTicket, channel_bounds, conv_certificate, conv_sampled_error, effective_weights
+from construct.conv_ticket import ConvTicket, channel_bounds, conv_certificate, conv_sampled_error
 from construct.strong_common import scaled_group
 from theory.validation import check_open_unit, check_positive_int, check_positive_real
 
@@ -199,8 +199,8 @@ def build_conv_strong_ticket(model, input_shape, density, delta: float, seed: in
     if progress is not None:
         progress.start(len(target.weighted) + 2)
     source = sample_conv_source(layers, sw.densities, seed, dtype=sw.source_dtype)
-    ticket, reports = build_conv_2l(target, source, plan, eps=eps, progress=progress)
-    effective = [effective_weights(s, w) for s, w in zip(ticket.layers, target.weighted)]
+    effective = []
+    ticket, reports = build_conv_2l(target, source, plan, eps=eps, progress=progress, effective_out=effective)
     cert = conv_certificate(ticket, effective)
     if progress is not None:
         progress.step(f"certificate {cert.certificate:.3e}")

@@ -126,18 +126,10 @@ def verify_conv_ticket(path, samples: int = 256, *, seed: int = 0) -> ConvVerify
         err = conv_sampled_error(ticket, samples=int(samples), seed=seed, effective=eff).sampled_error
     if not math.isfinite(cert):
         reasons.append(f"the recomputed certificate is {cert}: allowed a finite number")
+    from construct.verify import check_stored_certificate
+
     stored = meta.get("certificate")
-    if stored is None:
-        reasons.append(f"meta certificate is {'null' if 'certificate' in meta else 'missing'}: a ticket must store "
-                       "its certificate")
-        cert_ok = False
-    elif not math.isfinite(float(stored)):
-        reasons.append(f"meta certificate={stored}: allowed a finite number")
-        cert_ok = False
-    else:
-        cert_ok = math.isfinite(cert) and abs(float(stored) - cert) <= 1e-9 * max(1.0, abs(cert))
-        if not cert_ok:
-            reasons.append(f"meta certificate={stored!r} differs from the recomputed {cert!r}")
+    cert_ok = check_stored_certificate(meta, cert, reasons)
     stored_grouped = meta.get("grouped_certificate")
     if stored_grouped is not None and not (math.isfinite(float(stored_grouped)) and
                                            abs(float(stored_grouped) - grouped) <= 1e-9 * max(1.0, abs(grouped))):

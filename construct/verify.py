@@ -107,6 +107,23 @@ def check_claims(ticket: Ticket) -> list[str]:
     return reasons
 
 
+def check_stored_certificate(meta: dict, cert: float, reasons: list) -> bool:
+    """Whether meta's certificate is present, finite and equal to the recomputed ``cert`` (relative 1e−9); appends
+    the reason to ``reasons`` when it is not (shared by the MLP and the conv ticket verdicts)."""
+    stored = meta.get("certificate")
+    if stored is None:
+        reasons.append(f"meta certificate is {'null' if 'certificate' in meta else 'missing'}: a ticket must "
+                       "store its certificate")
+        return False
+    if not math.isfinite(float(stored)):
+        reasons.append(f"meta certificate={stored}: allowed a finite number")
+        return False
+    matches = math.isfinite(cert) and abs(float(stored) - cert) <= 1e-9 * max(1.0, abs(cert))
+    if not matches:
+        reasons.append(f"meta certificate={stored!r} differs from the recomputed {cert!r}")
+    return bool(matches)
+
+
 def _used_blocks(kept: np.ndarray, bias_kept: np.ndarray, rows_per_block: int) -> np.ndarray:
     rows = np.nonzero(kept.any(axis=1) | bias_kept)[0]
     return np.unique(rows // rows_per_block)
@@ -184,17 +201,7 @@ def verify_ticket(path, *, samples: int = 2048, seed: int = 0, all_blocks: bool 
     if not math.isfinite(cert):
         reasons.append(f"the recomputed certificate is {cert}: allowed a finite number")
     stored = ticket.meta.get("certificate")
-    if stored is None:
-        reasons.append(f"meta certificate is {'null' if 'certificate' in ticket.meta else 'missing'}: a ticket must "
-                       "store its certificate")
-        matches = False
-    elif not math.isfinite(float(stored)):
-        reasons.append(f"meta certificate={stored}: allowed a finite number")
-        matches = False
-    else:
-        matches = math.isfinite(cert) and abs(float(stored) - cert) <= 1e-9 * max(1.0, abs(cert))
-        if not matches:
-            reasons.append(f"meta certificate={stored!r} differs from the recomputed {cert!r}")
+    matches = check_stored_certificate(ticket.meta, cert, reasons)
     worst = max(err.sampled_error, err.corner_error or 0.0)
     within = bool(worst <= cert + 1e-9 * (1.0 + cert))
     if not within:

@@ -172,8 +172,11 @@ def run_conv_case(case: CheckCase) -> CaseResult:
     """A convolutional row: the target (trained once, seed 0) inside sources of seeds 1..seeds. Claims: success rate
     (binomial test), the grouped bound ≤ ε for every successful seed (the promise of the construction with ``eps``;
     the §6 certificate is reported in the note), sampled and attacked error
-    (:func:`construct.conv_attack.conv_attack_error`) ≤ grouped bound ≤ certificate, and the ticket's digits test
-    accuracy equal to the target's for every successful seed."""
+    (:func:`construct.conv_attack.conv_attack_error`) ≤ grouped bound ≤ certificate, and — for rows with ``eps``,
+    whose ticket is within ε of the target everywhere — the ticket's digits test accuracy equal to the target's for
+    every successful seed. With only ``weight_eps`` the accuracies are reported without a claim: a per-weight
+    tolerance bounds no network error (the full budget's ResNet row measured one seed of ten at 0.9867 against the
+    target's 0.9822)."""
     from construct.conv_attack import conv_attack_error
     from construct.conv_strong import build_conv_strong_ticket, digits_accuracies, load_conv_target
 
@@ -203,7 +206,7 @@ def run_conv_case(case: CheckCase) -> CaseResult:
             worst_cert = max(worst_cert, bound)
             if case.eps is not None:
                 cert_ok &= bound <= case.eps
-            acc_ok &= acc["digits test accuracy (ticket)"] == acc["digits test accuracy (target)"]
+                acc_ok &= acc["digits test accuracy (ticket)"] == acc["digits test accuracy (target)"]
         else:
             failed_cert = max(failed_cert or 0.0, bound)
         src, kept = rep.source_params, rep.ticket_params
@@ -214,6 +217,8 @@ def run_conv_case(case: CheckCase) -> CaseResult:
     note = (f"p={pvalue:.3g}; cert = grouped bound (section 6 certificate up to {worst_l1:.3e}); test accuracy "
             f"target {t_acc:.4f}, tickets {min(k_acc):.4f}-{max(k_acc):.4f} (predictions that differ: up to "
             f"{max(a['test predictions that differ'] for a in accs)})")
+    if case.eps is None:
+        note += " (accuracy: no claim, a per-weight tolerance bounds no network error)"
     if failed_cert is not None:
         note += f"; {runs - successes} seed(s) failed, certificate up to {failed_cert:.3e} (no claim)"
     ratio = worst_cert / attacked if attacked > 0 else 0.0

@@ -123,11 +123,16 @@ def _parser() -> ArgumentParser:
     parser.add_argument("--confidence", type=float, default=0.95,
                         help="confidence of the one-sided Clopper-Pearson bounds of the interval (default 0.95)")
     parser.add_argument("--json", action="store_true", help="print the fits as JSON")
+    parser.add_argument("--max-memory", default=None,
+                        help="memory budget, e.g. 8G or 512M: reading the results file is estimated first and refused "
+                             "beyond it (default 80%% of the available memory)")
     return parser
 
 
 def main(argv=None) -> int:
     from pathlib import Path
+
+    from theory.memory import parse_memory
 
     from .infra.results import ResultsStore
 
@@ -135,7 +140,8 @@ def main(argv=None) -> int:
     path = Path(args.results)
     if not path.is_file():
         raise FileNotFoundError(f"results file {str(path)!r} does not exist")
-    fits = fit_constants(ResultsStore(path, "subset-sum").load(), args.delta, args.confidence)
+    max_memory = None if args.max_memory is None else parse_memory(args.max_memory, "max_memory")
+    fits = fit_constants(ResultsStore(path, "subset-sum").load(max_memory), args.delta, args.confidence)
     if not fits:
         raise ValueError(f"results file {str(path)!r} has no unmasked (density 1) runs: allowed E6 results with density 1")
     if args.json:

@@ -205,8 +205,10 @@ def main(argv=None) -> int:
             "delta_b": 1e-2,
             "delta_rule": "N(eps, d) = ceil(N(eps, d_a) + (N(eps, d_a) - N(eps, d_b)) / log(d_b/d_a) * log(d_a/d)) "
                           "for d < d_a, never below N(eps, d_a)",
-            "eps_rule": "eps between grid points: next smaller calibrated eps; eps below the grid: linear in "
-                        "log2(1/eps) through the two smallest calibrated eps",
+            "eps_rule": "eps between grid points: next smaller calibrated eps; eps below the grid: every delta "
+                        "column linear in log2(1/eps) from the smallest calibrated eps with the slope through the two "
+                        "smallest, but at least one candidate per halving of eps; then raised to the value at any "
+                        "larger calibrated eps (monotone envelope)",
         },
         **table,
     }

@@ -133,6 +133,13 @@ def test_fit_constant_cli(tmp_path, capsys):
     assert run_main(fc.main, ["--results", str(tmp_path / "missing.jsonl")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "missing.jsonl" in err[0]
+    # reading the results file is estimated first and refused beyond --max-memory (one line, exit 2)
+    assert run_main(fc.main, ["--results", str(path), "--max-memory", "1K"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--max-memory" in err[0] and "subset-sum.jsonl" in err[0]
+    assert run_main(fc.main, ["--results", str(path), "--max-memory", "lots"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "max_memory" in err[0]
 
 
 # ------------------------------------------------------------------------------------------------------- E5

@@ -12,11 +12,13 @@ dens_st = strategies.densities(min_density=1e-4)
 delta_st = strategies.deltas(min_delta=1e-9, max_delta=0.99)
 
 
-def _union_bound_ok(events: float, miss: float, count: int, budget: float) -> bool:
-    """events·miss^count ≤ budget, evaluated in log space (miss = 0 means the edge is always there)."""
-    if miss == 0.0:
+def _union_bound_ok(events: float, keep: float, count: int, budget: float) -> bool:
+    """events·(1 − keep)^count ≤ budget, evaluated in log space with log1p(−keep): log(1.0 − keep) loses the digits
+    of a tiny keep probability (1 − 1e−7 is stored with a relative error of 1e−9 in its logarithm). keep = 1: the
+    edge is always there."""
+    if keep >= 1.0:
         return True
-    return math.log(events) + count * math.log(miss) <= math.log(budget) + 1e-9
+    return math.log(events) + count * math.log1p(-keep) <= math.log(budget) + 1e-9
 
 
 @settings(max_examples=150)
@@ -31,14 +33,24 @@ def test_every_width_meets_its_union_bound_and_is_minimal(widths, data, delta):
     assert list(w.nonzeros) == m
     budget = delta / L
     for t in range(L, 1, -1):  # layer t+1: r_{t+1}·m_t events, each missing with prob (1 − p_{t+1})^{r_t}
-        miss = 1.0 - dens[t]
-        assert _union_bound_ok(r[t + 1] * m[t - 1], miss, r[t], budget)
-        assert r[t] == 1 or not _union_bound_ok(r[t + 1] * m[t - 1], miss, r[t] - 1, budget * (1 - 1e-6))
-    miss1 = 1.0 - dens[0] * dens[1]
+        keep = dens[t]
+        assert _union_bound_ok(r[t + 1] * m[t - 1], keep, r[t], budget)
+        assert r[t] == 1 or not _union_bound_ok(r[t + 1] * m[t - 1], keep, r[t] - 1, budget * (1 - 1e-6))
+    keep1 = dens[0] * dens[1]
     g = w.lifting_group
-    assert _union_bound_ok(2 * r[2] * m[0], miss1, g, budget)
-    assert g == 1 or not _union_bound_ok(2 * r[2] * m[0], miss1, g - 1, budget * (1 - 1e-6))
+    assert _union_bound_ok(2 * r[2] * m[0], keep1, g, budget)
+    assert g == 1 or not _union_bound_ok(2 * r[2] * m[0], keep1, g - 1, budget * (1 - 1e-6))
 
+
+
+def test_lifting_group_at_tiny_densities_is_exactly_minimal():
+    """Found by Hypothesis: p_1·p_2 = 1e−7, δ = 1e−9 puts the union bound within 3e−3 (relative) of the budget, where
+    log(1 − p) in place of log1p(−p) misjudges it."""
+    w = weak_widths([1, 28], [1e-3, 1e-4], 1e-9)
+    events = 2 * w.copies[0] * 28
+    g = w.lifting_group
+    assert _union_bound_ok(events, 1e-7, g, 1e-9)
+    assert not _union_bound_ok(events, 1e-7, g - 1, 1e-9)
 
 @given(widths_st, dens_st, delta_st)
 def test_sizes_follow_the_construction(widths, p, delta):

@@ -329,7 +329,8 @@ def format_table(result: CheckResult) -> str:
                      f"{r.attacked_error:>9.2e} {r.best_bound:>10.3e} {r.bound_ratio:>6.3g} "
                      f"{r.successes:>3}/{r.runs:<4} {verdict:>7}  {r.note}")
     lines.append(f"claims: success rate >= 1 - delta (binomial test, alpha {ALPHA}), certificate <= eps for the "
-                 f"successful seeds (weak: <= 1e-9), sampled/corner error <= certificate, every bound >= attacked error; "
+                 f"successful seeds (weak: <= 1e-9), sampled/corner error <= certificate, every bound >= attacked error, "
+                 f"digits CNN/ResNet rows built with eps or weak: ticket test accuracy = target's; "
                  f"cert (ok) = largest certificate of the successful seeds; attacked / best bound = error interval "
                  f"(largest over seeds), ratio = largest best bound / attacked error; {result.seconds:.1f} s; "
                  f"{'ALL PASS' if result.passed else 'SOME CLAIM FAILED'}")

@@ -336,14 +336,11 @@ def _input_shape(text):
 def _conv_target(args):
     """The ConvTarget of --target, or None for an MLP target. What the named targets cannot do is refused before
     they are trained."""
-    from construct.conv_strong import CONV_MODEL_NAMES, RESIDUAL_MODEL_NAMES, load_conv_target
+    from construct.conv_strong import CONV_MODEL_NAMES, load_conv_target
     from construct.targets import parse_box
 
     name = str(args.target).split(":", 1)[0]
     if name in CONV_MODEL_NAMES:
-        if args.command == "weak" and name in RESIDUAL_MODEL_NAMES:
-            raise ValueError(f"target={args.target!r}: weak tickets of residual networks are not implemented: "
-                             "allowed construct strong")
         if args.command == "strong" and args.construction != "2l":
             raise ValueError("the l+1 construction of convolutional or residual targets is not implemented: allowed "
                              "construct strong --construction 2l")

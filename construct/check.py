@@ -118,6 +118,8 @@ def cases_for(budget: str) -> list[CheckCase]:
     cases.append(CheckCase("2l", "digits-resnet", 0.5, eps=None, weight_eps=0.01, seeds=conv_seeds))
     for p in ((0.2,) if budget == "fast" else (0.5, 0.2, 0.1)):
         cases.append(CheckCase("weak", "digits-cnn", p, seeds=conv_seeds))
+    for p in ((0.5,) if budget == "fast" else (0.5, 0.2, 0.1)):
+        cases.append(CheckCase("weak", "digits-resnet", p, seeds=conv_seeds))
     return cases
 
 
@@ -126,7 +128,7 @@ CONV_EPS = 0.05
 
 
 def run_conv_weak_case(case) -> CaseResult:
-    """A weak row of a plain CNN trained on digits (docs/math.md §9, §4): the target (trained once, seed 0) inside
+    """A weak row of a CNN or ResNet trained on digits (docs/math.md §9, §4): the target (trained once, seed 0) inside
     sources of seeds 1..seeds; claims: success rate ≥ 1 − δ, certificate 0 (exact) for every successful seed,
     sampled error ≤ certificate (+ rounding) for every seed, ticket test accuracy = target's for successful seeds."""
     from construct.conv_strong import load_conv_target

@@ -59,7 +59,8 @@ __all__ = ["WeakConvLayer", "ConvWeakSource", "ConvWeakTicket", "ConvWeakReport"
            "conv_weak_accuracies", "restricted_weights", "sample_conv_weak_source",
            "conv_weak_build_bytes", "build_conv_weak_ticket", "RESIDUAL_REFUSAL"]
 
-RESIDUAL_REFUSAL = "weak tickets of residual networks are not implemented: allowed construct strong"
+RESIDUAL_REFUSAL = ("residual networks are built by construct.conv_weak_residual, not by the plain-chain "
+                    "construction: allowed construct.conv_weak.build_conv_weak_ticket")
 _SAMPLE_TAG = 0x3EA4
 _WINDOW_ENTRIES = 1 << 24  # float64 window entries per forward batch
 
@@ -471,6 +472,10 @@ def conv_weak_sampled_error(ticket: ConvWeakTicket, *, samples: int = 256, seed:
 def conv_weak_accuracies(ticket: ConvWeakTicket, x: np.ndarray, labels) -> dict:
     """Accuracy of the target and of the ticket (argmax of the outputs) on images x with integer ``labels``, and how
     many predictions differ (the keys of :func:`construct.conv_strong.digits_accuracies`)."""
+    if not isinstance(ticket, ConvWeakTicket):  # a residual network's (construct.conv_weak_residual)
+        from construct.conv_weak_residual import residual_weak_accuracies
+
+        return residual_weak_accuracies(ticket, x, labels)
     labels = np.asarray(labels)
     weights = restricted_weights(ticket)
     batch = max(1, _WINDOW_ENTRIES // _widest_value(ticket))
@@ -576,12 +581,19 @@ def build_conv_weak_ticket(model, input_shape, density, delta: float, seed: int,
 
     ``density``: one density or L+1 (lifting, 1×1 layer, one per later weighted layer). Widths from
     :func:`theory.conv_weak_widths.conv_weak_widths` times ``width_multiplier``. Refuses in one line, before anything
-    is drawn: residual networks and non-chains, and a build whose estimate (:func:`conv_weak_build_bytes`) exceeds
-    ``max_memory`` bytes (None: the default fraction of the available memory)."""
+    is drawn: graphs that are not chains (other than residual networks), and a build whose estimate
+    (:func:`conv_weak_build_bytes`) exceeds ``max_memory`` bytes (None: the default fraction of the available memory). A target with residual additions is
+    built by :func:`construct.conv_weak_residual.build_residual_weak_ticket` (same arguments and report)."""
     from theory.memory import check_memory
 
     t0 = time.perf_counter()
     target = conv_target(model, input_shape, box=box, name=name)
+    from construct.conv_weak_residual import build_residual_weak_ticket, has_residual
+
+    if has_residual(target):
+        return build_residual_weak_ticket(target, input_shape, density, delta, seed, box=box,
+                                          width_multiplier=width_multiplier, samples=samples, max_memory=max_memory,
+                                          progress=progress, name=name)
     plain_chain(target)
     delta = check_open_unit(delta, "delta")
     seed = check_positive_int(seed, "seed", 0)

@@ -46,7 +46,6 @@ def test_model_factory_with_input_shape(tmp_path):
 
 
 @pytest.mark.parametrize("args,needle", [
-    (("weak", "--target", "digits-resnet"), "residual"),
     (("strong", "--target", "digits-cnn", "--weight-eps", "0.01", "--construction", "l+1"), "l+1"),
     (("strong", "--target", "random:3,3,2", "--eps", "0.1", "--input-shape", "1,2,2"), "input-shape"),
     (("strong", "--target", "digits-cnn", "--weight-eps", "0.01", "--input-shape", "3,32,32"), "input_shape"),
@@ -92,3 +91,14 @@ def test_architecture_json_with_weights_is_a_conv_target(tmp_path):
     with torch.no_grad():
         ref = m.double()(torch.tensor(x)).numpy()
     assert t.folded == (("bn", "c"),) and np.allclose(t.forward(x), ref, rtol=1e-10, atol=1e-12)
+
+
+def test_weak_digits_resnet_is_exact_and_keeps_every_prediction():
+    proc = _run("weak", "--target", "digits-resnet", "--density", "0.5", "--box", "0,1", "--seed", "1",
+                "--progress", "none", "--samples", "32")
+    assert proc.returncode == 0, proc.stderr
+    assert "success True (0 of" in proc.stdout and "certificate 0.000e+00" in proc.stdout
+    lines = dict(line.strip().split(": ", 1) for line in proc.stdout.splitlines() if "digits test accuracy" in line
+                 or "predictions that differ" in line)
+    assert lines["digits test accuracy (ticket)"] == lines["digits test accuracy (target)"]
+    assert lines["test predictions that differ"] == "0"

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from theory import strategies
-from theory.conv_weak_widths import conv_weak_widths
+from theory.conv_weak_widths import conv_weak_graph_widths, conv_weak_widths
 from theory.weak_widths import weak_widths
 
 dens_st = strategies.densities(min_density=1e-2)  # far from the 2^63 weight-count refusal
@@ -121,3 +121,40 @@ def test_a_source_of_2_63_weights_is_refused_in_one_line():
     with pytest.raises(WidthOverflowError) as info:
         conv_weak_widths([(2000, 300, 600000), (300, 10, 3000)], 1e-4, 1e-9)
     assert "\n" not in str(info.value) and "2^63" in str(info.value)
+
+
+def test_graph_widths_are_the_least_fixed_point_and_a_chain_is_the_plain_case():
+    layers = [(9, 8, 72), (72, 8, 576), (72, 8, 576), (72, 16, 1152), (144, 16, 2304), (8, 16, 128), (16, 10, 160)]
+    reads, writes = (None, 0, 1, 0, 2, 0, 3), (0, 1, 0, 2, 3, 3, 4)
+    dens, delta = [0.5, 0.4, 0.5, 0.6, 0.5, 0.3, 0.5, 0.7], 0.05
+    w = conv_weak_graph_widths(layers, reads, writes, dens, delta)
+    r = dict(zip(range(5), w.class_copies))
+    L = len(layers)
+
+    def need(t, rr):  # ⌈κ(p_{t+1})·log(r_{writes}·m_t·L/δ)⌉, κ(p) = −1/log1p(−p)
+        x = -math.log(rr[writes[t - 1]] * layers[t - 1][2] * L / delta) / math.log1p(-dens[t])
+        return max(1, math.ceil(x))
+
+    for c in r:  # a fixed point: every class exactly the largest need of its readers (or 1)
+        assert r[c] == max([1] + [need(t, r) for t in range(2, L + 1) if reads[t - 1] == c])
+    for c in r:  # the least one: lowering any class breaks one of its readers' union bounds
+        if r[c] > 1:
+            lower = {**r, c: r[c] - 1}
+            assert any(lower[c] < need(t, lower) for t in range(2, L + 1) if reads[t - 1] == c)
+    chain = [(9, 8, 72), (72, 16, 1152), (256, 10, 2560)]
+    a = conv_weak_widths(chain, dens[:4], delta)
+    b = conv_weak_graph_widths(chain, (None, 0, 1), (0, 1, 2), dens[:4], delta)
+    assert (a.lifting_group, a.copies, a.source_params, a.ticket_params) == \
+        (b.lifting_group, b.copies, b.source_params, b.ticket_params)
+
+
+@pytest.mark.parametrize("reads,writes,needle", [
+    ((None, 0), (0,), "one per weighted layer"),
+    ((0, 0), (0, 1), "None for layer 1"),
+    ((None, None), (0, 1), "None for layer 1"),
+    ((None, -1), (-1, 0), "non-negative"),
+])
+def test_graph_widths_refuse_malformed_classes(reads, writes, needle):
+    with pytest.raises(ValueError) as info:
+        conv_weak_graph_widths([(9, 2, 18), (18, 2, 36)], reads, writes, 0.5, 0.1)
+    assert needle in str(info.value) and "\n" not in str(info.value)

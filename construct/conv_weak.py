@@ -147,6 +147,13 @@ class ConvWeakTicket:
         last = self.layers[-1]
         return float(last.error.max(initial=0.0))
 
+    def to_module(self, dtype=None):
+        """The ticket as an ``nn.Module`` (the pruned source subnetwork over its computed channels; every array a
+        buffer; default torch.float64): :func:`construct.conv_weak_export.weak_ticket_module`."""
+        from construct.conv_weak_export import weak_ticket_module
+
+        return weak_ticket_module(self, dtype)
+
 
 # ------------------------------------------------------------------------------------------------ planning
 def plain_chain(target: ConvTarget) -> None:

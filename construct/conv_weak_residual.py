@@ -148,6 +148,12 @@ class ResidualWeakTicket:
         return float(self.lifting.density * self.lifting.params
                      + sum(layer.density * layer.params for layer in self.source_layers))
 
+    def to_module(self, dtype=None):
+        """The ticket as an ``nn.Module`` (:func:`construct.conv_weak_export.weak_ticket_module`)."""
+        from construct.conv_weak_export import weak_ticket_module
+
+        return weak_ticket_module(self, dtype)
+
 
 def plan_residual_weak(target: ConvTarget, density, delta: float, *, width_multiplier: float = 1.0):
     """(ConvWeakGraphWidths, copy classes, g, r per class) with g and every r_c of a class that some layer reads

@@ -164,3 +164,25 @@ def test_digits_accuracy_through_the_plain_entry_points():
     acc = conv_weak_accuracies(ticket, x, labels)
     assert acc["digits test accuracy (target)"] == acc["digits test accuracy (ticket)"] == 1.0
     assert acc["test predictions that differ"] == 0
+
+
+@pytest.mark.parametrize("residual", [True, False])
+def test_exported_ticket_equals_the_numpy_forward(residual):
+    from construct.architecture import architecture_forward
+    from construct.conv_weak import conv_weak_forward
+    from construct.conv_weak_export import weak_ticket_architecture
+
+    model = _resnet(5) if residual else nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                                                      nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                                                      nn.Linear(27, 2)).eval()
+    ticket, report = build_conv_weak_ticket(model, (1, 6, 6), 0.4, 0.1, 3, samples=2)
+    x = np.random.default_rng(1).uniform(-1, 1, size=(20, 1, 6, 6))
+    own = residual_weak_forward(ticket, x) if residual else conv_weak_forward(ticket, x)
+    arch = weak_ticket_architecture(ticket)
+    assert np.max(np.abs(architecture_forward(arch, x) - own)) <= 1e-12 * (1 + np.max(np.abs(own)))
+    with torch.no_grad():
+        out = ticket.to_module()(torch.as_tensor(x)).numpy()
+    assert np.max(np.abs(out - own)) <= 1e-12 * (1 + np.max(np.abs(own)))
+    assert np.max(np.abs(out - _module_out(model, x))) <= report.certificate + 1e-10 * np.max(np.abs(own))
+    # the exported weights are the kept entries: as many non-zeros as kept weights (none of them zero)
+    assert sum(int(np.count_nonzero(r.params["weight"])) for r in arch.layers if r.params) == ticket.kept_params

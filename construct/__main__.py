@@ -321,6 +321,20 @@ def format_conv_verify(res) -> str:
     return "\n".join(lines)
 
 
+def format_weak_conv_verify(res) -> str:
+    """The verdict of ``verify`` on a weak conv ticket file as text."""
+    lines = [f"{res.path}: weak ticket ({res.construction}), {res.kept_params:,} kept weights",
+             f"  ticket is a sub-mask of the seeded ER masks: {res.submask}; weights are the construction's: "
+             f"{res.weights_match}; computed channels read computed channels: {res.channels_consistent}",
+             f"  certificate {res.certificate:.3e} ({res.missing_edges} needed edges missing; stored "
+             f"{res.stored_certificate}; matches {res.certificate_matches}); sampled error {res.sampled_error:.3e} "
+             f"over {res.samples} inputs <= certificate: {res.sampled_within_certificate}"]
+    for reason in res.reasons:
+        lines.append(f"  INVALID: {reason}")
+    lines.append(f"  verdict: {'VALID' if res.valid else 'INVALID'}")
+    return "\n".join(lines)
+
+
 def _input_shape(text):
     if text is None:
         return None
@@ -355,9 +369,6 @@ def _weak_conv(args, target) -> int:
 
     check_open_unit(args.delta, "delta")
     check_positive_int(args.seed, "seed", minimum=0)
-    if args.out:
-        raise ValueError(f"out={args.out!r}: weak tickets of convolutional networks cannot be saved yet: allowed no "
-                         "--out")
     progress = make_progress(args.progress, "construct weak")
     try:
         ticket, report = build_conv_weak_ticket(target, target.input_shape, _densities(args.density), args.delta,
@@ -373,6 +384,11 @@ def _weak_conv(args, target) -> int:
         d = digits_data(0)
         text += "".join(f"\n  {k}: {v:.4f}" if isinstance(v, float) else f"\n  {k}: {v}"
                         for k, v in conv_weak_accuracies(ticket, d.x_test, d.y_test).items())
+    if args.out:
+        from construct.conv_weak_io import save_weak_conv_ticket
+
+        save_weak_conv_ticket(args.out, ticket)
+        text += f"\n  written to {args.out}"
     print(dumps(report) if args.json else text)
     return 0
 
@@ -432,6 +448,8 @@ def _strong_conv(args, target) -> int:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.command in ("strong", "weak"):
+        if args.out:
+            _check_out_directory(args.out)  # before a target is loaded or trained, and before any build
         conv = _conv_target(args)
         if conv is not None:
             return _strong_conv(args, conv)
@@ -492,6 +510,14 @@ def main(argv=None) -> int:
 
             res = verify_conv_ticket(args.path, samples=samples)
             print(dumps(res) if args.json else format_conv_verify(res))
+            return 0 if res.valid else 1
+        from construct.conv_weak_io import is_weak_conv_ticket_file
+
+        if is_weak_conv_ticket_file(args.path):
+            from construct.conv_weak_io import verify_weak_conv_ticket
+
+            res = verify_weak_conv_ticket(args.path, samples=samples)
+            print(dumps(res) if args.json else format_weak_conv_verify(res))
             return 0 if res.valid else 1
         res = verify_ticket(args.path, samples=samples, all_blocks=args.all_blocks, bounds=args.bounds,
                             bound_seconds=_bound_seconds(args))

@@ -196,8 +196,10 @@ def main(argv=None) -> int:
                 users = [n for n in experiment_names() if key in inspect.signature(get_experiment(n).configs).parameters]
                 raise ValueError(f"--{key.replace('_', '-')} does not apply to experiment {args.experiment!r}: "
                                  f"allowed only with {', '.join(users)}")
+        # a cluster's workers resolve --device themselves (their GPUs are not this machine's)
+        device = args.device if args.address is not None else resolve_device(args.device)
         planned = plan_sweep(experiment, args.scale, seeds, options, Path(args.out) / f"{experiment.name}.jsonl",
-                             max_memory).configs
+                             max_memory, device=None if isinstance(device, str) else device).configs
         configs = _select(planned, _parse_where(args.where))
         if args.limit is not None:
             configs = configs[:check_positive_int(args.limit, "limit")]
@@ -211,8 +213,6 @@ def main(argv=None) -> int:
         threads = check_positive_int(args.threads if args.threads is not None else args.cpus_per_run, "threads")
         if spec.kind == "local":
             torch.set_num_threads(threads)
-        # a cluster's workers resolve --device themselves (their GPUs are not this machine's)
-        device = args.device if args.address is not None else resolve_device(args.device)
         with open_engine(spec) as engine:
             summary = run_sweep(experiment, configs, Path(args.out), device, resume=args.resume, engine=engine,
                                 retries=retries, progress=args.progress, threads=threads)

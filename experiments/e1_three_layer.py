@@ -169,12 +169,19 @@ class E1(ScaledSweep):
         return configs
 
     def run_memory(self, config: dict) -> int:
-        """Bytes one run of ``config`` needs (an upper estimate, checked before a sweep starts): the data (inputs
-        as float64 numpy and two float32 tensors, targets), per student 8 float32 per parameter (weights, mask,
-        gradient, Adam's two moments, copies) and the activations of one training batch (4 float32 per unit), the
-        evaluation of the whole train set, one bucket of equal widths at a time (3 float32 per unit), and 64 MiB
-        of working memory (loading a data set, allocator slack). Measured on CPU (peak RSS increase of one run,
-        20 steps): smoke's largest run 8.1 MiB (estimate 73 MiB), default's largest 1.05 GiB (estimate 1.6 GiB)."""
+        """Bytes one run of ``config`` needs on a CPU (an upper estimate, checked before a sweep starts): the sum of
+        :meth:`run_memory_parts`. Measured on CPU (peak RSS increase of one run, 20 steps): smoke's largest run
+        8.1 MiB (estimate 73 MiB), default's largest 1.05 GiB (estimate 1.6 GiB)."""
+        host, device = self.run_memory_parts(config)
+        return host + device
+
+    def run_memory_parts(self, config: dict) -> tuple[int, int]:
+        """(host bytes, device bytes) of one run of ``config``: on the host the inputs as float64 numpy, half of
+        the targets and 64 MiB of working memory (loading a data set, allocator slack); on the device (the GPU with
+        ``--device cuda``, else the host too) the two float32 input tensors and the rest of the targets, per student
+        8 float32 per parameter (weights, mask, gradient, Adam's two moments, copies) and the activations of one
+        training batch (4 float32 per unit), and the evaluation of the whole train set, one bucket of equal widths at
+        a time (3 float32 per unit)."""
         rows, d = _TASK_SIZES.get(config["task"], (config["n_train"] + config["n_test"], config["inputs"]))
         n_train = rows if config["task"] in _TASK_SIZES else config["n_train"]
         outputs = 1 if config["task"] in ("affine", "relu") else 10
@@ -187,7 +194,8 @@ class E1(ScaledSweep):
             train += 4 * (8 * params + 4 * min(batch, n_train) * (width + outputs))
             buckets[width] = buckets.get(width, 0) + 1
         evaluation = max(4 * 3 * n_train * (w + outputs) * min(k, 64) for w, k in buckets.items())
-        return int(data + train + evaluation + 64 * 2**20)
+        host = rows * d * 8 + rows * 8 + 64 * 2**20
+        return int(host), int(data - (host - 64 * 2**20) + train + evaluation)
 
     def run(self, config: dict, device, on_loss: Callable[[float], None] | None = None) -> dict:
         """Train the config's students as one batched ensemble; return per-student metrics."""

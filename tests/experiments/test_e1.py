@@ -118,3 +118,29 @@ def test_configs_scales_and_bad_names():
         EXPERIMENT.configs("huge")
     with pytest.raises(ValueError, match="seeds"):
         EXPERIMENT.configs("smoke", seeds=0)
+
+
+def test_sweep_guard_checks_the_gpu_part_against_the_cards_free_memory(monkeypatch):
+    """With a CUDA device the largest run's device part (run_memory_parts) is compared with the card's free memory,
+    the host part with --max-memory; without one both count against the host. (No GPU here: the card's free memory
+    is what torch.cuda.mem_get_info would report, replaced by a fixed number.)"""
+    import torch
+
+    from experiments.infra import sweep_memory
+    from theory.memory import MemoryBudgetError
+
+    e1 = EXPERIMENT
+    configs = e1.configs("default", 1)
+    parts = [e1.run_memory_parts(c) for c in configs]
+    assert all(h + d == e1.run_memory(c) for (h, d), c in zip(parts, configs))
+    gpu_need = max(d for _, d in parts)
+    host_need = max(h for h, _ in parts)
+    assert host_need < gpu_need  # the training tensors live on the device
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(sweep_memory, "_gpu_free", lambda device: (gpu_need - 1, "Test GPU"))
+    with pytest.raises(MemoryBudgetError, match=r"needs about .* of GPU memory, over the .* free on Test GPU"):
+        sweep_memory.plan_sweep(e1, "default", 1, {}, None, max_memory=2**40, device=cuda)
+    monkeypatch.setattr(sweep_memory, "_gpu_free", lambda device: (gpu_need, "Test GPU"))
+    plan = sweep_memory.plan_sweep(e1, "default", 1, {}, None, max_memory=2**40, device=cuda)
+    assert len(plan.configs) == len(configs) and plan.estimate_bytes < sweep_memory.plan_sweep(
+        e1, "default", 1, {}, None, max_memory=2**40, device=torch.device("cpu")).estimate_bytes

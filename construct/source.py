@@ -47,6 +47,8 @@ def strong_source_dtype(widths) -> str:
     return str(widths.source_dtype)
 _BLOCK_ENTRIES = 1 << 22  # entries per block; fixed so that the numbers depend only on (seed, shapes, densities)
 _WEIGHT_TAG, _BIAS_TAG = 0x5EED, 0xB1A5
+_UNIFORM_CHUNK = 1 << 18  # float64 uniforms of a mask (or biases) drawn at a time: the block's bool mask is built
+# chunk by chunk from the same stream, so a block costs its weights and mask, not 8 more bytes per entry
 
 
 class SourceLayer:
@@ -94,8 +96,11 @@ class SourceLayer:
         r0, r1 = self._block_rows(b)
         if self.density >= 1.0:
             m = np.ones((r1 - r0, self.shape[1]), dtype=bool)
-        else:
-            m = np.random.default_rng(child).random((r1 - r0, self.shape[1])) < self.density
+        else:  # the uniforms in chunks (the same stream as one draw of the block's shape, in C order)
+            m = np.empty((r1 - r0, self.shape[1]), dtype=bool)
+            rng, flat = np.random.default_rng(child), m.reshape(-1)
+            for s in range(0, flat.size, _UNIFORM_CHUNK):
+                flat[s:s + _UNIFORM_CHUNK] = rng.random(min(_UNIFORM_CHUNK, flat.size - s)) < self.density
         self._mask_counts[int(b)] = int(np.count_nonzero(m))
         return m
 
@@ -125,6 +130,10 @@ class SourceLayer:
         with ThreadPoolExecutor(max_workers=min(_threads(), len(blocks))) as pool:  # numpy drawing releases the GIL
             return list(pool.map(fn, blocks))
 
+    def map_blocks(self, fn, blocks) -> list:
+        """[fn(b) for b in blocks], in parallel drawing threads (``fn`` typically reads :meth:`block`)."""
+        return self._map_blocks(fn, blocks)
+
     # ------------------------------------------------------------------------------------------------ access
     @property
     def bias(self) -> np.ndarray:
@@ -141,6 +150,32 @@ class SourceLayer:
                 b = b.astype(np.float64) + np.random.default_rng(child).random(n_out) * _REFINE
             self._bias = b
         return self._bias
+
+    def bias_at(self, units) -> np.ndarray:
+        """b[units] for integer unit indices, equal to ``bias[units]``; a drawn layer whose biases are not held
+        draws them in chunks up to the largest index and keeps only the requested values (nothing is cached)."""
+        units = np.asarray(units, dtype=np.int64)
+        if self._bias is not None or units.size == 0:
+            return self.bias[units] if units.size else np.empty(0, dtype=self.dtype)
+        n = int(units.max()) + 1
+        seq = np.random.SeedSequence([self.seed, _BIAS_TAG, self.index])
+        rng = np.random.default_rng(seq)
+        ref = np.random.default_rng(seq.spawn(1)[0]) if self.dtype == "float64" else None
+        out = np.empty(units.size, dtype=self.dtype)
+        order = np.argsort(units, kind="stable")
+        su = units[order]
+        for s in range(0, n, _UNIFORM_CHUNK):  # elementwise the formulas of ``bias``, on the same streams
+            c = min(_UNIFORM_CHUNK, n - s)
+            if self.law == "uniform":
+                b = rng.random(c, dtype=np.float32) * np.float32(2.0) - np.float32(1.0)
+            else:
+                b = rng.standard_normal(c, dtype=np.float32) * np.float32(1.0 / np.sqrt(self.shape[1]))
+            b = b.astype(np.float32)
+            if ref is not None:
+                b = b.astype(np.float64) + ref.random(c) * _REFINE
+            lo, hi = np.searchsorted(su, [s, s + c])
+            out[order[lo:hi]] = b[su[lo:hi] - s]
+        return out
 
     def _materialize(self) -> None:
         w = np.empty(self.shape, dtype=self.dtype)
@@ -171,20 +206,29 @@ class SourceLayer:
     def materialized(self) -> bool:
         return self._weights is not None
 
-    def take_rows(self, rows) -> tuple[np.ndarray, np.ndarray]:
-        """(W[rows], M[rows]) for integer row indices, drawing only the blocks that hold them."""
+    def take_rows(self, rows, cols=None) -> tuple[np.ndarray, np.ndarray]:
+        """(W[rows], M[rows]) for integer row indices, drawing only the blocks that hold them; with ``cols``
+        (integer column indices) only those columns, (W[rows][:, cols], M[rows][:, cols]), without holding the
+        whole rows."""
         rows = np.asarray(rows, dtype=np.int64)
         if self._weights is not None:
-            return self._weights[rows], self._mask[rows]
-        w = np.empty((rows.size, self.shape[1]), dtype=self.dtype)
-        m = np.empty((rows.size, self.shape[1]), dtype=bool)
+            if cols is None:
+                return self._weights[rows], self._mask[rows]
+            return self._weights[rows][:, cols], self._mask[rows][:, cols]
+        width = self.shape[1] if cols is None else len(cols)
+        w = np.empty((rows.size, width), dtype=self.dtype)
+        m = np.empty((rows.size, width), dtype=bool)
         blk = rows // self.rows_per_block
 
         def fill(b):
             where = np.nonzero(blk == b)[0]
             bw, bm = self.block(b)
             local = rows[where] - b * self.rows_per_block
-            w[where], m[where] = bw[local], bm[local]
+            if cols is None:
+                w[where], m[where] = bw[local], bm[local]
+            else:
+                for i, r in zip(where, local):
+                    w[i], m[i] = bw[r, cols], bm[r, cols]
 
         self._map_blocks(fill, np.unique(blk))
         return w, m

@@ -62,12 +62,17 @@ def compact_groups(ids: np.ndarray, select: np.ndarray) -> np.ndarray:
 
 
 def solve_grouped(layer, rows: np.ndarray, groups: np.ndarray, scale: np.ndarray, targets: np.ndarray, eps: float,
-                  cap: int | None, kept: np.ndarray, chosen_l1: np.ndarray | None = None):
+                  cap: int | None, kept, chosen_l1: np.ndarray | None = None, unit_ids: np.ndarray | None = None):
     """Solve every (row r, group k) instance: candidates W[rows[r], groups[k, :]]·scale[groups[k, :]] of the source
     layer ``layer`` (:class:`construct.source.SourceLayer`, whose rows are drawn a few at a time, never all at once),
     available iff M[rows[r], u] (and u ≠ −1), target targets[r, k], tolerance ``eps``. Marks the chosen edges in
     ``kept`` (rows[r], u), adds Σ |chosen candidate| of row r to ``chosen_l1[r]`` when given, and returns the
-    errors (R, G)."""
+    errors (R, G).
+
+    ``unit_ids`` (sparse form, the 2L construction): ``groups`` hold positions c into ``unit_ids``/``scale`` (the
+    candidate c is source unit unit_ids[c], scaled by scale[c]); only those columns of the rows are read
+    (:meth:`construct.source.SourceLayer.take_rows` with ``cols``). ``kept``: a bool array marked in place, or a
+    list to which the chosen (rows, units) index arrays are appended."""
     R, G = targets.shape
     width = groups.shape[1]
     errors = np.zeros((R, G))
@@ -77,11 +82,12 @@ def solve_grouped(layer, rows: np.ndarray, groups: np.ndarray, scale: np.ndarray
         return np.abs(targets)
     safe = np.where(groups >= 0, groups, 0)
     valid = groups >= 0
-    # rows per step: bounded by the gathered candidates and by the drawn rows of the layer
-    step = max(1, min(_MAX_ENTRIES // max(1, G * width), _MAX_ENTRIES // max(1, layer.shape[1])))
+    # rows per step: bounded by the gathered candidates and by the drawn rows (or columns read) of the layer
+    read = layer.shape[1] if unit_ids is None else max(1, unit_ids.size)
+    step = max(1, min(_MAX_ENTRIES // max(1, G * width), _MAX_ENTRIES // read))
     for r0 in range(0, R, step):
         rr = rows[r0:r0 + step]
-        w_rows, m_rows = layer.take_rows(rr)
+        w_rows, m_rows = layer.take_rows(rr) if unit_ids is None else layer.take_rows(rr, cols=unit_ids)
         w = w_rows[:, safe].astype(np.float64) * scale[safe][None]  # (r, G, width)
         av = m_rows[:, safe] & valid[None]
         del w_rows, m_rows
@@ -90,7 +96,11 @@ def solve_grouped(layer, rows: np.ndarray, groups: np.ndarray, scale: np.ndarray
         errors[r0:r0 + step] = e.reshape(t.shape)
         m = m.reshape(av.shape)
         ri, gi, ci = np.nonzero(m)
-        kept[rr[ri], groups[gi, ci]] = True
+        units = groups[gi, ci] if unit_ids is None else unit_ids[groups[gi, ci]]
+        if isinstance(kept, list):
+            kept.append((rr[ri], units))
+        else:
+            kept[rr[ri], units] = True
         if chosen_l1 is not None:
             chosen_l1[r0:r0 + rr.size] += np.bincount(ri, weights=np.abs(w[ri, gi, ci]), minlength=rr.size)
     return errors

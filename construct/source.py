@@ -111,17 +111,72 @@ class SourceLayer:
             return self._weights[r0:r1], self._mask[r0:r1]
         cw, cm, cr = self._children(b)
         rng = np.random.default_rng(cw)
-        if self.law == "uniform":
+        if self.law == "uniform" and self.dtype == "float64":
+            # the float32 draw's leading bits, refined (module docstring); in chunks of the same two streams, so
+            # that the block never holds its float32 draw and its refinement uniforms at once
+            w = np.empty((r1 - r0, self.shape[1]), dtype=np.float64)
+            ref, flat = np.random.default_rng(cr), w.reshape(-1)
+            for s in range(0, flat.size, _UNIFORM_CHUNK):
+                c = min(_UNIFORM_CHUNK, flat.size - s)
+                x = rng.random(c, dtype=np.float32)
+                x *= 2.0
+                x -= 1.0
+                flat[s:s + c] = x.astype(np.float64) + ref.random(c) * _REFINE
+        elif self.law == "uniform":
             w = rng.random((r1 - r0, self.shape[1]), dtype=np.float32)
             w *= 2.0
             w -= 1.0
-            if self.dtype == "float64":  # the float32 draw's leading bits, refined (module docstring)
-                w = w.astype(np.float64)
-                w += np.random.default_rng(cr).random(w.shape) * _REFINE
         else:
             w = rng.standard_normal((r1 - r0, self.shape[1]), dtype=np.float32)
             w *= np.float32(1.0 / np.sqrt(self.shape[1]))
         return w, (self._draw_mask(b, cm) if with_mask else None)
+
+    def _chunks(self, b: int, with_mask: bool = True):
+        """Yield (start, W entries, M entries or None) for consecutive chunks of block b's entries in C order
+        (``start``: flat offset in the block): the numbers of :meth:`block`, drawn from the same streams chunk by
+        chunk, so a reader holds one chunk, not the block."""
+        r0, r1 = self._block_rows(b)
+        size = (r1 - r0) * self.shape[1]
+        cw, cm, cr = self._children(b)
+        rng, rm = np.random.default_rng(cw), np.random.default_rng(cm)
+        ref = np.random.default_rng(cr) if self.law == "uniform" and self.dtype == "float64" else None
+        for s in range(0, size, _UNIFORM_CHUNK):
+            c = min(_UNIFORM_CHUNK, size - s)
+            if self.law == "uniform":
+                w = rng.random(c, dtype=np.float32)
+                w *= 2.0
+                w -= 1.0
+                if ref is not None:
+                    w = w.astype(np.float64) + ref.random(c) * _REFINE
+            else:
+                w = rng.standard_normal(c, dtype=np.float32)
+                w *= np.float32(1.0 / np.sqrt(self.shape[1]))
+            m = None
+            if with_mask:
+                m = np.ones(c, dtype=bool) if self.density >= 1.0 else rm.random(c) < self.density
+            yield s, w, m
+
+    def block_entries(self, b: int, flat, with_mask: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        """(W, M) of block b at the flat offsets ``flat`` (sorted, within the block's rows in C order), equal to
+        ``block(b)[0].reshape(-1)[flat]``; a drawn block is streamed chunk by chunk (:meth:`_chunks`), never held."""
+        flat = np.asarray(flat, dtype=np.int64)
+        if self._weights is not None:
+            bw, bm = self.block(b)
+            return bw.reshape(-1)[flat], (bm.reshape(-1)[flat] if with_mask else None)
+        w = np.empty(flat.size, dtype=self.dtype)
+        m = np.empty(flat.size, dtype=bool) if with_mask else None
+        if flat.size == 0:
+            return w, m
+        last = int(flat[-1])
+        for s, cw, cm in self._chunks(b, with_mask):
+            lo, hi = np.searchsorted(flat, [s, s + cw.size])
+            if hi > lo:
+                w[lo:hi] = cw[flat[lo:hi] - s]
+                if with_mask:
+                    m[lo:hi] = cm[flat[lo:hi] - s]
+            if s + cw.size > last:
+                break
+        return w, m
 
     def _map_blocks(self, fn, blocks):
         blocks = [int(b) for b in blocks]
@@ -220,15 +275,32 @@ class SourceLayer:
         m = np.empty((rows.size, width), dtype=bool)
         blk = rows // self.rows_per_block
 
+        if cols is not None:  # streamed: only the requested entries of each block are kept
+            cols = np.asarray(cols, dtype=np.int64)
+            corder = np.argsort(cols, kind="stable")
+            scols = cols[corder]
+
         def fill(b):
             where = np.nonzero(blk == b)[0]
-            bw, bm = self.block(b)
             local = rows[where] - b * self.rows_per_block
             if cols is None:
+                bw, bm = self.block(b)
                 w[where], m[where] = bw[local], bm[local]
-            else:
-                for i, r in zip(where, local):
-                    w[i], m[i] = bw[r, cols], bm[r, cols]
+                return
+            urows, inv = np.unique(local, return_inverse=True)
+            dest = [where[inv == i] for i in range(urows.size)]  # output rows of each distinct block row
+            n = self.shape[1]
+            for s, cw, cm in self._chunks(b):  # each chunk: the requested columns of the rows it covers
+                e = s + cw.size
+                i0, i1 = np.searchsorted(urows, [s // n, (e - 1) // n + 1])
+                for i in range(i0, i1):
+                    base = int(urows[i]) * n
+                    lo, hi = np.searchsorted(scols, [s - base, e - base])
+                    if hi > lo:
+                        at = np.ix_(dest[i], corder[lo:hi])
+                        w[at], m[at] = cw[scols[lo:hi] + base - s], cm[scols[lo:hi] + base - s]
+                if e >= (int(urows[-1]) + 1) * n:
+                    break
 
         self._map_blocks(fill, np.unique(blk))
         return w, m
@@ -248,14 +320,15 @@ class SourceLayer:
         ends = np.append(starts[1:], order.size)
         spans = {int(b): (s, e) for b, s, e in zip(uniq, starts, ends)}
 
-        def fill(b):
+        def fill(b):  # streamed: the block's chunks are drawn up to the last requested entry, none held
             s, e = spans[b]
             where = order[s:e]
-            bw, bm = self.block(b, with_mask)
-            local = rows[where] - b * self.rows_per_block
-            w[where] = bw[local, cols[where]]
+            flat = (rows[where] - b * self.rows_per_block) * self.shape[1] + cols[where]
+            fo = np.argsort(flat, kind="stable")
+            bw, bm = self.block_entries(b, flat[fo], with_mask)
+            w[where[fo]] = bw
             if with_mask:
-                m[where] = bm[local, cols[where]]
+                m[where[fo]] = bm
 
         self._map_blocks(fill, uniq)
         return w, m

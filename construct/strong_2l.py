@@ -88,20 +88,13 @@ def _usable_units(layer, nin: int, k: int):
     drawing threads; only the usable units are kept (a fraction p of the layer), never an array per unit."""
     n = nin * k
     R = layer.rows_per_block
-    sub = 1 << 16  # rows whose diagonal entries are indexed at a time
 
-    def one(b):
+    def one(b):  # the block's diagonal entries, streamed (construct.source.SourceLayer.block_entries)
         r0, r1 = b * R, min(n, (b + 1) * R)
-        w, m = layer.block(b)
-        ids, vals = [], []
-        for s0 in range(0, r1 - r0, sub):
-            loc = np.arange(s0, min(r1 - r0, s0 + sub), dtype=np.int64)
-            col = (r0 + loc) // k
-            sel = np.flatnonzero(m[loc, col])
-            ids.append(r0 + loc[sel])
-            vals.append(w[loc[sel], col[sel]])
-        return (np.concatenate(ids) if ids else np.empty(0, np.int64),
-                np.concatenate(vals) if vals else np.empty(0, layer.dtype))
+        loc = np.arange(r1 - r0, dtype=np.int64)
+        w, m = layer.block_entries(b, loc * layer.shape[1] + (r0 + loc) // k)
+        sel = np.flatnonzero(m)
+        return r0 + sel, w[sel]
 
     parts = layer.map_blocks(one, range(-(-n // R))) if n else []
     ids = np.concatenate([p[0] for p in parts]) if parts else np.empty(0, np.int64)

@@ -15,7 +15,8 @@ from theory.strong_widths import backward_layer_tolerance
 __all__ = ["empty_selection", "compact_groups", "solve_grouped", "layer_input_norms", "layer_tolerance", "prune_unused",
            "scaled_group", "scaled_count"]
 
-_MAX_ENTRIES = 1 << 23  # candidate entries gathered per solver call
+_MAX_ENTRIES = 1 << 20  # candidate entries gathered per solver call (≈ 40 MB of float64 products, copies and the
+# solver's work arrays)
 
 
 def empty_selection(source, expected_widths, layout: str):
@@ -88,7 +89,7 @@ def solve_grouped(layer, rows: np.ndarray, groups: np.ndarray, scale: np.ndarray
     for r0 in range(0, R, step):
         rr = rows[r0:r0 + step]
         w_rows, m_rows = layer.take_rows(rr) if unit_ids is None else layer.take_rows(rr, cols=unit_ids)
-        w = w_rows[:, safe].astype(np.float64) * scale[safe][None]  # (r, G, width)
+        w = np.multiply(w_rows[:, safe], scale[safe][None], dtype=np.float64)  # (r, G, width), products in float64
         av = m_rows[:, safe] & valid[None]
         del w_rows, m_rows
         t = targets[r0:r0 + step]

@@ -26,7 +26,7 @@ from construct.active import active_subnetwork, used_layers
 from construct.targets import Target, target_forward
 from construct.ticket import CONST, LIFT, NEURON, UNUSED, Ticket, ticket_forward
 
-_ACTIVATION_ENTRIES = 1 << 24  # float64 entries of one layer's activations per forward batch (128 MB)
+_ACTIVATION_ENTRIES = 1 << 22  # float64 entries of one layer's activations per forward batch (32 MB)
 
 __all__ = ["interval_bounds", "Certificate", "certify", "check_roles", "sampled_error", "ErrorSample"]
 

@@ -104,6 +104,19 @@ class SourceLayer:
         self._mask_counts[int(b)] = int(np.count_nonzero(m))
         return m
 
+    def _count_mask(self, b: int) -> None:
+        """|M| on block b from the mask's stream, chunk by chunk (the count :meth:`_draw_mask` records; no block
+        mask is held)."""
+        r0, r1 = self._block_rows(b)
+        size = (r1 - r0) * self.shape[1]
+        if self.density >= 1.0:
+            count = size
+        else:
+            rng = np.random.default_rng(self._children(b)[1])
+            count = sum(int(np.count_nonzero(rng.random(min(_UNIFORM_CHUNK, size - s)) < self.density))
+                        for s in range(0, size, _UNIFORM_CHUNK))
+        self._mask_counts[int(b)] = count
+
     def block(self, b: int, with_mask: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
         """(W rows, M rows) of block b (rows b·R .. (b+1)·R − 1); M is None (not drawn) unless ``with_mask``."""
         r0, r1 = self._block_rows(b)
@@ -338,7 +351,7 @@ class SourceLayer:
         if self._mask is not None:
             return int(np.count_nonzero(self._mask))
         missing = [b for b in range(self.n_blocks) if b not in self._mask_counts]
-        self._map_blocks(lambda b: self._draw_mask(b, self._children(b)[1]), missing)
+        self._map_blocks(self._count_mask, missing)
         return int(sum(self._mask_counts[b] for b in range(self.n_blocks)))
 
     @property

@@ -82,42 +82,57 @@ def _sign_groups(a32, usable, nin: int, k: int, sign: float, q: int, P: int) -> 
     return out
 
 
+def _index_dtype(n: int):
+    """int32 for indices below 2^31, else int64 (the 2L build's per-candidate index arrays)."""
+    return np.int32 if n < 2**31 else np.int64
+
+
 def _usable_units(layer, nin: int, k: int):
-    """(ids, a): the usable intermediate units u < nin·k of a 2L intermediate source layer (M[u, u // k] = 1), in
-    increasing order (int64), and their weights a_u = W[u, u // k] (the source's dtype). Read block by block in the
-    drawing threads; only the usable units are kept (a fraction p of the layer), never an array per unit."""
+    """(ids, scale, sign): the usable intermediate units u < nin·k of a 2L intermediate source layer
+    (M[u, u // k] = 1) in increasing order (int32 when they fit), |a_u| (the source's dtype) and sign(a_u) (int8)
+    of their weights a_u = W[u, u // k]. Read block by block in the drawing threads, each block streamed
+    (:meth:`construct.source.SourceLayer.block_entries`); only the usable units are kept (a fraction p of the layer)."""
     n = nin * k
     R = layer.rows_per_block
+    idt = _index_dtype(n)
 
-    def one(b):  # the block's diagonal entries, streamed (construct.source.SourceLayer.block_entries)
+    def one(b):
         r0, r1 = b * R, min(n, (b + 1) * R)
         loc = np.arange(r1 - r0, dtype=np.int64)
         w, m = layer.block_entries(b, loc * layer.shape[1] + (r0 + loc) // k)
         sel = np.flatnonzero(m)
-        return r0 + sel, w[sel]
+        w = w[sel]
+        return (r0 + sel).astype(idt), np.abs(w), np.sign(w).astype(np.int8)
 
     parts = layer.map_blocks(one, range(-(-n // R))) if n else []
-    ids = np.concatenate([p[0] for p in parts]) if parts else np.empty(0, np.int64)
-    a = np.concatenate([p[1] for p in parts]) if parts else np.empty(0, layer.dtype)
-    return ids, a
+    out = []
+    for i, dt in enumerate((idt, layer.dtype, np.int8)):
+        out.append(np.concatenate([p[i] for p in parts]) if parts else np.empty(0, dt))
+        parts = [tuple(None if j == i else x for j, x in enumerate(p)) for p in parts]  # free what was joined
+    return tuple(out)
 
 
-def _candidate_groups(ids: np.ndarray, a: np.ndarray, nin: int, k: int, sign: float, q: int, P: int) -> np.ndarray:
-    """Candidate groups of part q for one sign as positions into ``ids``: row j lists the usable units
-    u = j·k + m (m ≡ q mod P) with sign(a_u) = sign, in increasing order, padded with −1 — the groups of
-    :func:`_sign_groups` with every unit u replaced by its position in ``ids``."""
+def _candidate_groups(ids: np.ndarray, sgn: np.ndarray, nin: int, k: int, sign: float, q: int, P: int) -> np.ndarray:
+    """Candidate groups of part q for one sign as positions into ``ids`` (int32 when they fit): row j lists the
+    usable units u = j·k + m (m ≡ q mod P) with sign(a_u) = sign, in increasing order, padded with −1 — the groups
+    of :func:`_sign_groups` with every unit u replaced by its position in ``ids``."""
     bounds = np.searchsorted(ids, np.arange(nin + 1, dtype=np.int64) * k)
     rows = []
     for j in range(nin):
         pos = np.arange(bounds[j], bounds[j + 1], dtype=np.int64)
-        m = ids[pos] - j * k
-        sel = (m % P == q) & ((a[pos] > 0) if sign > 0 else (a[pos] < 0))
+        m = ids[pos].astype(np.int64) - j * k
+        sel = (m % P == q) & ((sgn[pos] > 0) if sign > 0 else (sgn[pos] < 0))
         rows.append(pos[sel])
     width = max((r.size for r in rows), default=0)
-    out = np.full((nin, width), -1, dtype=np.int64)
+    out = np.full((nin, width), -1, dtype=_index_dtype(ids.size))
     for j, r in enumerate(rows):
         out[j, :r.size] = r
     return out
+
+
+def _signed(scale: np.ndarray, sgn: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """a_u = sign(a_u)·|a_u| (exact) at the positions ``pos``, as float64."""
+    return sgn[pos].astype(np.float64) * scale[pos].astype(np.float64)
 
 
 class _Selection:
@@ -197,12 +212,12 @@ def build_2l(target: Target, source: Source, groups: dict, instance_eps, caps, *
         rows = np.arange(n[t])
         sel.roles[2 * t - 1].append((rows, np.full(n[t], NEURON), np.full(n[t], t), rows, np.zeros(n[t])))
         # the usable units u = j·k + m (M[u, j] = 1) and their a_u: the layer's "diagonal" entries
-        ids, a = _usable_units(inter_layer, nin, k)
-        scale = np.abs(a)  # |a_u| in the source's dtype (exact; cast to float64 by the solver's gather)
+        # (|a_u| in the source's dtype: exact, cast to float64 by the solver's gather)
+        ids, scale, sgn = _usable_units(inter_layer, nin, k)
         grp, tj, ts = [], [], []
         for sign in ((1.0, -1.0) if t == 1 else (1.0,)):
             for q in range(P):
-                grp.append(_candidate_groups(ids, a, nin, k, sign, q, P))
+                grp.append(_candidate_groups(ids, sgn, nin, k, sign, q, P))
                 tj.append(np.arange(nin))
                 ts.append(np.full(nin, sign))
         width = max(x.shape[1] for x in grp)
@@ -229,12 +244,12 @@ def build_2l(target: Target, source: Source, groups: dict, instance_eps, caps, *
         j_of = inter // k
         sel.entries[2 * t - 2].append((inter, j_of))
         sel.roles[2 * t - 2].append((inter, np.full(inter.size, LIFT), np.full(inter.size, t - 1), j_of,
-                                     a[np.searchsorted(ids, inter)].astype(np.float64)))
+                                     _signed(scale, sgn, np.searchsorted(ids, inter))))
         bused = used[used >= nin * k]
         sel.biases[2 * t - 2].append(bused)
         sel.roles[2 * t - 2].append((bused, np.full(bused.size, CONST), np.zeros(bused.size), np.zeros(bused.size),
                                      beta[bused - nin * k].astype(np.float64)))
-        del ids, a, scale
+        del ids, scale, sgn
         amp = 0.0
         if t >= 2:
             amp = float(np.max(chosen_l1, initial=0.0))  # max_o Σ_{kept u < n·k} |v_ou|·|a_u|

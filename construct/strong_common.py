@@ -83,27 +83,42 @@ def solve_grouped(layer, rows: np.ndarray, groups: np.ndarray, scale: np.ndarray
         return np.abs(targets)
     safe = np.where(groups >= 0, groups, 0)
     valid = groups >= 0
-    # rows per step: bounded by the gathered candidates and by the drawn rows (or columns read) of the layer
-    read = layer.shape[1] if unit_ids is None else max(1, unit_ids.size)
+    # rows per step: bounded by the gathered candidates (and, reading whole rows, by the drawn rows of the layer);
+    # groups per solver call: bounded by the gathered candidates (a row's instances may be split over several calls;
+    # every instance is solved on its own, so the results do not depend on the split)
+    read = layer.shape[1] if unit_ids is None else 1
     step = max(1, min(_MAX_ENTRIES // max(1, G * width), _MAX_ENTRIES // read))
+    gstep = max(1, _MAX_ENTRIES // max(1, step * width))
     for r0 in range(0, R, step):
         rr = rows[r0:r0 + step]
-        w_rows, m_rows = layer.take_rows(rr) if unit_ids is None else layer.take_rows(rr, cols=unit_ids)
-        w = np.multiply(w_rows[:, safe], scale[safe][None], dtype=np.float64)  # (r, G, width), products in float64
-        av = m_rows[:, safe] & valid[None]
-        del w_rows, m_rows
-        t = targets[r0:r0 + step]
-        m, e = solve_instances(w.reshape(-1, width), av.reshape(-1, width), t.reshape(-1), eps, cap)
-        errors[r0:r0 + step] = e.reshape(t.shape)
-        m = m.reshape(av.shape)
-        ri, gi, ci = np.nonzero(m)
-        units = groups[gi, ci] if unit_ids is None else unit_ids[groups[gi, ci]]
-        if isinstance(kept, list):
-            kept.append((rr[ri], units))
-        else:
-            kept[rr[ri], units] = True
-        if chosen_l1 is not None:
-            chosen_l1[r0:r0 + rr.size] += np.bincount(ri, weights=np.abs(w[ri, gi, ci]), minlength=rr.size)
+        if unit_ids is None:
+            w_rows, m_rows = layer.take_rows(rr)
+        for g0 in range(0, G, gstep):
+            gs = slice(g0, g0 + gstep)
+            pos = safe[gs]
+            if unit_ids is not None:  # only the columns of this call's candidates are read
+                uc, inv = np.unique(pos, return_inverse=True)
+                w_rows, m_rows = layer.take_rows(rr, cols=unit_ids[uc])
+                pos = inv.reshape(pos.shape)
+            w = np.multiply(w_rows[:, pos], scale[safe[gs]][None], dtype=np.float64)  # (r, g, width), float64
+            av = m_rows[:, pos] & valid[gs][None]
+            if unit_ids is not None:
+                del w_rows, m_rows
+            t = targets[r0:r0 + step, gs]
+            m, e = solve_instances(w.reshape(-1, width), av.reshape(-1, width), t.reshape(-1), eps, cap)
+            errors[r0:r0 + step, gs] = e.reshape(t.shape)
+            m = m.reshape(av.shape)
+            ri, gi, ci = np.nonzero(m)
+            units = groups[g0 + gi, ci] if unit_ids is None else unit_ids[groups[g0 + gi, ci]]
+            if isinstance(kept, list):
+                kept.append((rr[ri], units.astype(np.int64)))
+            else:
+                kept[rr[ri], units] = True
+            if chosen_l1 is not None:
+                chosen_l1[r0:r0 + rr.size] += np.bincount(ri, weights=np.abs(w[ri, gi, ci]), minlength=rr.size)
+            del w, av, m
+        if unit_ids is None:
+            del w_rows, m_rows
     return errors
 
 

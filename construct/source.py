@@ -171,8 +171,11 @@ class SourceLayer:
 
     def block_entries(self, b: int, flat, with_mask: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
         """(W, M) of block b at the flat offsets ``flat`` (sorted, within the block's rows in C order), equal to
-        ``block(b)[0].reshape(-1)[flat]``; a drawn block is streamed chunk by chunk (:meth:`_chunks`), never held."""
-        flat = np.asarray(flat, dtype=np.int64)
+        ``block(b)[0].reshape(-1)[flat]``; a drawn block is streamed chunk by chunk (:meth:`_chunks`), never held.
+        ``flat`` may be any integer dtype that holds the offsets (int32 saves the reader half of its index memory)."""
+        flat = np.asarray(flat)
+        if not np.issubdtype(flat.dtype, np.integer):
+            flat = flat.astype(np.int64)
         if self._weights is not None:
             bw, bm = self.block(b)
             return bw.reshape(-1)[flat], (bm.reshape(-1)[flat] if with_mask else None)

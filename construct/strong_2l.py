@@ -98,8 +98,15 @@ def _usable_units(layer, nin: int, k: int):
 
     def one(b):
         r0, r1 = b * R, min(n, (b + 1) * R)
-        loc = np.arange(r1 - r0, dtype=np.int64)
-        w, m = layer.block_entries(b, loc * layer.shape[1] + (r0 + loc) // k)
+        fdt = _index_dtype(r1 * layer.shape[1])  # block offsets (and row indices) in 4 bytes when they fit
+        flat = np.arange(r1 - r0, dtype=fdt)
+        flat *= layer.shape[1]
+        col = np.arange(r0, r1, dtype=fdt)
+        col //= k
+        flat += col  # offset of row r0 + i's diagonal entry (r0 + i, (r0 + i) // k) in the block
+        del col
+        w, m = layer.block_entries(b, flat)
+        del flat
         sel = np.flatnonzero(m)
         w = w[sel]
         return (r0 + sel).astype(idt), np.abs(w), np.sign(w).astype(np.int8)

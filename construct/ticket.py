@@ -13,6 +13,12 @@ recomputes the error certificate from the arrays alone (docs/math.md §6):
 - ``NEURON`` (t, i): output ≈ x_i^{(t)} of the target (h_i^{(L)} for t = L: the linear output);
 - ``LIFT`` (t, j, λ): output ≈ ReLU(λ · x_j^{(t)}) (lifting units of L+1, intermediate units of 2L, t = 0 = input).
 
+In memory the sub-masks and bias masks are bool arrays or, for the 2L construction (a few kept entries in sources
+of 10^8–10^9 weights), :class:`SparseMask` (the sorted indices of the kept entries), and the roles :class:`Roles`
+or :class:`SparseRoles` (the units with a role). Both sparse forms read like their dense arrays (``np.asarray``,
+the ``kind``/``layer``/``index``/``scale`` arrays) and are written to the file as the same dense arrays, so a file
+does not say which form built it.
+
 npz keys (no pickle; loaded with ``allow_pickle=False``): ``target_W{t}``, ``target_b{t}`` (t = 1..L);
 ``source_W{t}``, ``source_b{t}``, ``source_M{t}`` (bool), ``ticket_S{t}`` (bool, ⊆ source_M{t}),
 ``ticket_bias{t}`` (bool) for t = 1..L_S; weak tickets also ``ticket_W{t}``, ``ticket_b{t}``; the roles
@@ -33,7 +39,8 @@ from construct.source import Source
 from construct.targets import Target, make_target
 from theory.atomic import atomic_path
 
-__all__ = ["Ticket", "Roles", "SparseRoles", "SparseMask", "mask_nonzero", "mask_count", "UNUSED", "CONST", "NEURON", "LIFT", "ticket_forward", "effective_layer", "effective_layers",
+__all__ = ["Ticket", "Roles", "SparseRoles", "SparseMask", "mask_nonzero", "mask_count", "UNUSED", "CONST", "NEURON",
+           "LIFT", "ticket_forward", "effective_layer", "effective_layers",
            "save_ticket", "load_ticket", "FORMAT_VERSION"]
 
 UNUSED, CONST, NEURON, LIFT = 0, 1, 2, 3
@@ -121,13 +128,6 @@ class SparseRoles:
     def assigned(self) -> np.ndarray:
         return self.units[self._kind != UNUSED]
 
-    def without(self, units) -> "SparseRoles":
-        """The same roles with the kind of ``units`` set to UNUSED (layer, index and scale stay, as in a dense
-        :class:`Roles` whose ``kind[units] = UNUSED``)."""
-        kind = self._kind.copy()
-        kind[np.isin(self.units, np.asarray(units, dtype=np.int64))] = UNUSED
-        return SparseRoles(self.n, self.units, kind, self._layer, self._index, self._scale)
-
 
 class SparseMask:
     """A read-only bool array (1-D or 2-D) given by the sorted flat indices of its True entries — the sub-masks and
@@ -174,11 +174,10 @@ class SparseMask:
         return np.unravel_index(self.flat_indices, self.shape) if self.ndim > 1 else (self.flat_indices.copy(),)
 
     def any(self, axis=None):
-        if axis is None:
+        """As ``ndarray.any``: a bool without ``axis`` (or for a 1-D mask), else the bool array along ``axis``."""
+        if axis is None or self.ndim == 1:
             return bool(self.flat_indices.size)
-        out = np.zeros(self.shape[1 - axis] if self.ndim == 2 else 1, dtype=bool)
-        if self.ndim == 1:
-            return bool(self.flat_indices.size)
+        out = np.zeros(self.shape[1 - axis], dtype=bool)
         out[self.nonzero()[1 - axis]] = True
         return out
 
@@ -220,7 +219,8 @@ def mask_count(mask) -> int:
 
 @dataclass(frozen=True)
 class Ticket:
-    """A (weak or strong) ticket: target, source, sub-masks ``kept`` (S_t), ``bias_kept``, roles, metadata."""
+    """A (weak or strong) ticket: target, source, sub-masks ``kept`` (S_t), ``bias_kept``, roles, metadata.
+    ``kept``/``bias_kept``: bool arrays or :class:`SparseMask`; ``roles``: :class:`Roles` or :class:`SparseRoles`."""
 
     target: Target
     source: Source

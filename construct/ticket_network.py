@@ -66,8 +66,8 @@ class Network:
 
 
 def ticket_network(ticket, layers=None) -> Network:
-    """The ticket's network: W_t ⊙ S_t and b_t ⊙ bias_t of every source layer (:func:`construct.ticket.effective_layer`).
-    ``layers``: the full :func:`construct.ticket.effective_layers` or :func:`construct.active.used_layers` (the
+    """The ticket's network: W_t ⊙ S_t and b_t ⊙ bias_t of every source layer
+    (:func:`construct.ticket.effective_layer`). ``layers``: the full :func:`construct.ticket.effective_layers` or :func:`construct.active.used_layers` (the
     default: the units with a kept edge, a kept bias or a role — the same function, since every other unit outputs
     0 — without arrays of the source's size; the network then carries their source indices in ``units``)."""
     from construct.active import used_layers

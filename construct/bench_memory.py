@@ -23,7 +23,7 @@ from dataclasses import dataclass
 __all__ = ["MEMORY_CONFIGS", "MemoryRow", "run_memory_bench", "format_memory_bench", "measure_in_process"]
 
 #: (construction, target, density, eps, weight_eps, width multiplier): wide and narrow targets, high and low
-#: densities; sources of 10^7–10^8 weights so that per-weight and per-unit costs dominate the fixed ones.
+#: densities; sources of 10^7–2·10^8 weights so that per-weight and per-unit costs show beside the fixed ones.
 MEMORY_CONFIGS = (
     ("weak", "random:64,32,10", 0.5, None, None, 4.0),
     ("weak", "random:784,300,100,10", 0.5, None, None, 0.15),

@@ -13,6 +13,12 @@ Instances: W_t[o, j] ≈ Σ v_ou·|a_u| over chosen usable units u of j with a_u
 positive side is solved: hidden target values are ≥ 0, so ReLU(−x̂_j) = 0 and negative units contribute nothing.
 Bias (our decision): b_t[o] ≈ Σ v_ou·β_u over chosen bias-group units (product law) — the same bias group as the
 L+1 lifting layer; zero-bias targets get no bias group. Weights |W| ≤ P are split into P parts.
+
+Memory (issue 15 item 6): nothing of the size of the source is held. The intermediate layers' diagonal entries are
+streamed block by block and only the usable units kept (index, |a_u|, sign); the solver reads the candidate columns
+of a few rows of the target layers per call (≤ 2^20 candidates); the ticket's sub-masks, bias masks and roles are
+sparse (:class:`construct.ticket.SparseMask`, :class:`construct.ticket.SparseRoles`) and equal, entry for entry, the
+dense arrays the construction defines (the file is the same).
 """
 from __future__ import annotations
 

@@ -22,11 +22,11 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from construct.active import active_subnetwork
+from construct.active import active_subnetwork, used_layers
 from construct.targets import Target, target_forward
-from construct.ticket import CONST, LIFT, NEURON, UNUSED, Ticket, effective_layers, ticket_forward
+from construct.ticket import CONST, LIFT, NEURON, UNUSED, Ticket, ticket_forward
 
-_ACTIVATION_ENTRIES = 1 << 24  # float64 entries of one layer's activations per forward batch (128 MB)
+_ACTIVATION_ENTRIES = 1 << 22  # float64 entries of one layer's activations per forward batch (32 MB)
 
 __all__ = ["interval_bounds", "Certificate", "certify", "check_roles", "sampled_error", "ErrorSample"]
 
@@ -185,11 +185,12 @@ class Certificate:
 
 def certify(ticket: Ticket, box=(-1.0, 1.0), layers=None, target_bounds=None) -> Certificate:
     """The a-posteriori certificate of docs/math.md §6 for any ticket with roles (sound for any roles).
-    ``layers``: precomputed :func:`construct.ticket.effective_layers` (optional). ``target_bounds``: sound bounds
+    ``layers``: precomputed :func:`construct.ticket.effective_layers` or :func:`construct.active.used_layers`
+    (optional; default the latter). ``target_bounds``: sound bounds
     [(lo_t, hi_t)] of the target's x^{(t)}, t = 0..L, in the format of :func:`interval_bounds` (default: those)."""
     Q = _Quantities(ticket.target, box, target_bounds)
     # only the active units (construct.active): same terms, cost proportional to the ticket, not the source
-    layers, active_roles = active_subnetwork(layers if layers is not None else effective_layers(ticket), ticket.roles)
+    layers, active_roles = active_subnetwork(layers if layers is not None else used_layers(ticket), ticket.roles)
     e_prev = np.zeros(Q.n0)
     q_prev, s_prev = Q.outputs(None, True)
     errs, mism, amps = [], [], []
@@ -240,7 +241,7 @@ def sampled_error(ticket: Ticket, box=(-1.0, 1.0), *, samples: int = 2048, seed:
     """max over N uniform inputs in X (and over the 2^{n_0} corners when n_0 ≤ ``max_corner_dim``) of the sup-norm
     difference between the ticket and the target."""
     n0 = ticket.target.widths[0]
-    layers = layers if layers is not None else effective_layers(ticket)
+    layers = layers if layers is not None else used_layers(ticket)
     layers = active_subnetwork(layers, ticket.roles)[0]  # inactive units output 0 (construct.active)
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0xE77]))
     x = rng.uniform(box[0], box[1], size=(samples, n0))

@@ -19,12 +19,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from construct.active import active_subnetwork
+from construct.active import active_subnetwork, used_layers
 from construct.attack import attack_error
 from construct.exact_bound import exact_max_error
 from construct.relaxation import crown_max_error, reduced_certificate
 from construct.targets import target_forward
-from construct.ticket import Ticket, effective_layers, ticket_forward
+from construct.ticket import Ticket, ticket_forward
 from construct.ticket_network import reduce_network, target_network, ticket_network
 
 __all__ = ["ErrorInterval", "error_interval", "MILP_MAX_BINARIES"]
@@ -66,7 +66,8 @@ def error_interval(ticket: Ticket, box, certificate: float, *, seed: int = 0, se
     budget of the MILP (0: skipped); programs with more than ``max_binaries`` binaries are skipped."""
     t0 = time.perf_counter()
     box = (float(box[0]), float(box[1]))
-    layers = layers if layers is not None else effective_layers(ticket)  # drawn once (a drawn source is regenerated)
+    # drawn once (a drawn source is regenerated); the used units only (construct.active.used_layers): same function
+    layers = layers if layers is not None else used_layers(ticket)
     net = ticket_network(ticket, layers)
     reduced, origins = reduce_network(net, with_origin=True)
     tnet = target_network(ticket.target)

@@ -47,6 +47,8 @@ def strong_source_dtype(widths) -> str:
     return str(widths.source_dtype)
 _BLOCK_ENTRIES = 1 << 22  # entries per block; fixed so that the numbers depend only on (seed, shapes, densities)
 _WEIGHT_TAG, _BIAS_TAG = 0x5EED, 0xB1A5
+_UNIFORM_CHUNK = 1 << 18  # float64 uniforms of a mask (or biases) drawn at a time: the block's bool mask is built
+# chunk by chunk from the same stream, so a block costs its weights and mask, not 8 more bytes per entry
 
 
 class SourceLayer:
@@ -94,10 +96,26 @@ class SourceLayer:
         r0, r1 = self._block_rows(b)
         if self.density >= 1.0:
             m = np.ones((r1 - r0, self.shape[1]), dtype=bool)
-        else:
-            m = np.random.default_rng(child).random((r1 - r0, self.shape[1])) < self.density
+        else:  # the uniforms in chunks (the same stream as one draw of the block's shape, in C order)
+            m = np.empty((r1 - r0, self.shape[1]), dtype=bool)
+            rng, flat = np.random.default_rng(child), m.reshape(-1)
+            for s in range(0, flat.size, _UNIFORM_CHUNK):
+                flat[s:s + _UNIFORM_CHUNK] = rng.random(min(_UNIFORM_CHUNK, flat.size - s)) < self.density
         self._mask_counts[int(b)] = int(np.count_nonzero(m))
         return m
+
+    def _count_mask(self, b: int) -> None:
+        """|M| on block b from the mask's stream, chunk by chunk (the count :meth:`_draw_mask` records; no block
+        mask is held)."""
+        r0, r1 = self._block_rows(b)
+        size = (r1 - r0) * self.shape[1]
+        if self.density >= 1.0:
+            count = size
+        else:
+            rng = np.random.default_rng(self._children(b)[1])
+            count = sum(int(np.count_nonzero(rng.random(min(_UNIFORM_CHUNK, size - s)) < self.density))
+                        for s in range(0, size, _UNIFORM_CHUNK))
+        self._mask_counts[int(b)] = count
 
     def block(self, b: int, with_mask: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
         """(W rows, M rows) of block b (rows b·R .. (b+1)·R − 1); M is None (not drawn) unless ``with_mask``."""
@@ -106,17 +124,75 @@ class SourceLayer:
             return self._weights[r0:r1], self._mask[r0:r1]
         cw, cm, cr = self._children(b)
         rng = np.random.default_rng(cw)
-        if self.law == "uniform":
+        if self.law == "uniform" and self.dtype == "float64":
+            # the float32 draw's leading bits, refined (module docstring); in chunks of the same two streams, so
+            # that the block never holds its float32 draw and its refinement uniforms at once
+            w = np.empty((r1 - r0, self.shape[1]), dtype=np.float64)
+            ref, flat = np.random.default_rng(cr), w.reshape(-1)
+            for s in range(0, flat.size, _UNIFORM_CHUNK):
+                c = min(_UNIFORM_CHUNK, flat.size - s)
+                x = rng.random(c, dtype=np.float32)
+                x *= 2.0
+                x -= 1.0
+                flat[s:s + c] = x.astype(np.float64) + ref.random(c) * _REFINE
+        elif self.law == "uniform":
             w = rng.random((r1 - r0, self.shape[1]), dtype=np.float32)
             w *= 2.0
             w -= 1.0
-            if self.dtype == "float64":  # the float32 draw's leading bits, refined (module docstring)
-                w = w.astype(np.float64)
-                w += np.random.default_rng(cr).random(w.shape) * _REFINE
         else:
             w = rng.standard_normal((r1 - r0, self.shape[1]), dtype=np.float32)
             w *= np.float32(1.0 / np.sqrt(self.shape[1]))
         return w, (self._draw_mask(b, cm) if with_mask else None)
+
+    def _chunks(self, b: int, with_mask: bool = True):
+        """Yield (start, W entries, M entries or None) for consecutive chunks of block b's entries in C order
+        (``start``: flat offset in the block): the numbers of :meth:`block`, drawn from the same streams chunk by
+        chunk, so a reader holds one chunk, not the block."""
+        r0, r1 = self._block_rows(b)
+        size = (r1 - r0) * self.shape[1]
+        cw, cm, cr = self._children(b)
+        rng, rm = np.random.default_rng(cw), np.random.default_rng(cm)
+        ref = np.random.default_rng(cr) if self.law == "uniform" and self.dtype == "float64" else None
+        for s in range(0, size, _UNIFORM_CHUNK):
+            c = min(_UNIFORM_CHUNK, size - s)
+            if self.law == "uniform":
+                w = rng.random(c, dtype=np.float32)
+                w *= 2.0
+                w -= 1.0
+                if ref is not None:
+                    w = w.astype(np.float64) + ref.random(c) * _REFINE
+            else:
+                w = rng.standard_normal(c, dtype=np.float32)
+                w *= np.float32(1.0 / np.sqrt(self.shape[1]))
+            m = None
+            if with_mask:
+                m = np.ones(c, dtype=bool) if self.density >= 1.0 else rm.random(c) < self.density
+            yield s, w, m
+
+    def block_entries(self, b: int, flat, with_mask: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        """(W, M) of block b at the flat offsets ``flat`` (sorted, within the block's rows in C order), equal to
+        ``block(b)[0].reshape(-1)[flat]``; a drawn block is streamed chunk by chunk (:meth:`_chunks`), never held.
+        ``flat`` may be any integer dtype that holds the offsets (int32 saves the reader half of its index memory)."""
+        flat = np.asarray(flat)
+        if not np.issubdtype(flat.dtype, np.integer):
+            flat = flat.astype(np.int64)
+        if self._weights is not None:
+            bw, bm = self.block(b)
+            return bw.reshape(-1)[flat], (bm.reshape(-1)[flat] if with_mask else None)
+        w = np.empty(flat.size, dtype=self.dtype)
+        m = np.empty(flat.size, dtype=bool) if with_mask else None
+        if flat.size == 0:
+            return w, m
+        last = int(flat[-1])
+        for s, cw, cm in self._chunks(b, with_mask):
+            lo, hi = np.searchsorted(flat, [s, s + cw.size])
+            if hi > lo:
+                w[lo:hi] = cw[flat[lo:hi] - s]
+                if with_mask:
+                    m[lo:hi] = cm[flat[lo:hi] - s]
+            if s + cw.size > last:
+                break
+        return w, m
 
     def _map_blocks(self, fn, blocks):
         blocks = [int(b) for b in blocks]
@@ -124,6 +200,10 @@ class SourceLayer:
             return [fn(b) for b in blocks]
         with ThreadPoolExecutor(max_workers=min(_threads(), len(blocks))) as pool:  # numpy drawing releases the GIL
             return list(pool.map(fn, blocks))
+
+    def map_blocks(self, fn, blocks) -> list:
+        """[fn(b) for b in blocks], in parallel drawing threads (``fn`` typically reads :meth:`block`)."""
+        return self._map_blocks(fn, blocks)
 
     # ------------------------------------------------------------------------------------------------ access
     @property
@@ -141,6 +221,32 @@ class SourceLayer:
                 b = b.astype(np.float64) + np.random.default_rng(child).random(n_out) * _REFINE
             self._bias = b
         return self._bias
+
+    def bias_at(self, units) -> np.ndarray:
+        """b[units] for integer unit indices, equal to ``bias[units]``; a drawn layer whose biases are not held
+        draws them in chunks up to the largest index and keeps only the requested values (nothing is cached)."""
+        units = np.asarray(units, dtype=np.int64)
+        if self._bias is not None or units.size == 0:
+            return self.bias[units] if units.size else np.empty(0, dtype=self.dtype)
+        n = int(units.max()) + 1
+        seq = np.random.SeedSequence([self.seed, _BIAS_TAG, self.index])
+        rng = np.random.default_rng(seq)
+        ref = np.random.default_rng(seq.spawn(1)[0]) if self.dtype == "float64" else None
+        out = np.empty(units.size, dtype=self.dtype)
+        order = np.argsort(units, kind="stable")
+        su = units[order]
+        for s in range(0, n, _UNIFORM_CHUNK):  # elementwise the formulas of ``bias``, on the same streams
+            c = min(_UNIFORM_CHUNK, n - s)
+            if self.law == "uniform":
+                b = rng.random(c, dtype=np.float32) * np.float32(2.0) - np.float32(1.0)
+            else:
+                b = rng.standard_normal(c, dtype=np.float32) * np.float32(1.0 / np.sqrt(self.shape[1]))
+            b = b.astype(np.float32)
+            if ref is not None:
+                b = b.astype(np.float64) + ref.random(c) * _REFINE
+            lo, hi = np.searchsorted(su, [s, s + c])
+            out[order[lo:hi]] = b[su[lo:hi] - s]
+        return out
 
     def _materialize(self) -> None:
         w = np.empty(self.shape, dtype=self.dtype)
@@ -171,20 +277,46 @@ class SourceLayer:
     def materialized(self) -> bool:
         return self._weights is not None
 
-    def take_rows(self, rows) -> tuple[np.ndarray, np.ndarray]:
-        """(W[rows], M[rows]) for integer row indices, drawing only the blocks that hold them."""
+    def take_rows(self, rows, cols=None) -> tuple[np.ndarray, np.ndarray]:
+        """(W[rows], M[rows]) for integer row indices, drawing only the blocks that hold them; with ``cols``
+        (integer column indices) only those columns, (W[rows][:, cols], M[rows][:, cols]), without holding the
+        whole rows."""
         rows = np.asarray(rows, dtype=np.int64)
         if self._weights is not None:
-            return self._weights[rows], self._mask[rows]
-        w = np.empty((rows.size, self.shape[1]), dtype=self.dtype)
-        m = np.empty((rows.size, self.shape[1]), dtype=bool)
+            if cols is None:
+                return self._weights[rows], self._mask[rows]
+            return self._weights[rows][:, cols], self._mask[rows][:, cols]
+        width = self.shape[1] if cols is None else len(cols)
+        w = np.empty((rows.size, width), dtype=self.dtype)
+        m = np.empty((rows.size, width), dtype=bool)
         blk = rows // self.rows_per_block
+
+        if cols is not None:  # streamed: only the requested entries of each block are kept
+            cols = np.asarray(cols, dtype=np.int64)
+            corder = np.argsort(cols, kind="stable")
+            scols = cols[corder]
 
         def fill(b):
             where = np.nonzero(blk == b)[0]
-            bw, bm = self.block(b)
             local = rows[where] - b * self.rows_per_block
-            w[where], m[where] = bw[local], bm[local]
+            if cols is None:
+                bw, bm = self.block(b)
+                w[where], m[where] = bw[local], bm[local]
+                return
+            urows, inv = np.unique(local, return_inverse=True)
+            dest = [where[inv == i] for i in range(urows.size)]  # output rows of each distinct block row
+            n = self.shape[1]
+            for s, cw, cm in self._chunks(b):  # each chunk: the requested columns of the rows it covers
+                e = s + cw.size
+                i0, i1 = np.searchsorted(urows, [s // n, (e - 1) // n + 1])
+                for i in range(i0, i1):
+                    base = int(urows[i]) * n
+                    lo, hi = np.searchsorted(scols, [s - base, e - base])
+                    if hi > lo:
+                        at = np.ix_(dest[i], corder[lo:hi])
+                        w[at], m[at] = cw[scols[lo:hi] + base - s], cm[scols[lo:hi] + base - s]
+                if e >= (int(urows[-1]) + 1) * n:
+                    break
 
         self._map_blocks(fill, np.unique(blk))
         return w, m
@@ -204,14 +336,15 @@ class SourceLayer:
         ends = np.append(starts[1:], order.size)
         spans = {int(b): (s, e) for b, s, e in zip(uniq, starts, ends)}
 
-        def fill(b):
+        def fill(b):  # streamed: the block's chunks are drawn up to the last requested entry, none held
             s, e = spans[b]
             where = order[s:e]
-            bw, bm = self.block(b, with_mask)
-            local = rows[where] - b * self.rows_per_block
-            w[where] = bw[local, cols[where]]
+            flat = (rows[where] - b * self.rows_per_block) * self.shape[1] + cols[where]
+            fo = np.argsort(flat, kind="stable")
+            bw, bm = self.block_entries(b, flat[fo], with_mask)
+            w[where[fo]] = bw
             if with_mask:
-                m[where] = bm[local, cols[where]]
+                m[where[fo]] = bm
 
         self._map_blocks(fill, uniq)
         return w, m
@@ -221,7 +354,7 @@ class SourceLayer:
         if self._mask is not None:
             return int(np.count_nonzero(self._mask))
         missing = [b for b in range(self.n_blocks) if b not in self._mask_counts]
-        self._map_blocks(lambda b: self._draw_mask(b, self._children(b)[1]), missing)
+        self._map_blocks(self._count_mask, missing)
         return int(sum(self._mask_counts[b] for b in range(self.n_blocks)))
 
     @property

@@ -23,7 +23,8 @@ from construct.source import BYTES_PER_WEIGHT, sample_source
 from construct.strong_2l import build_2l, twol_groups, twol_source_widths
 from construct.strong_lplus1 import build_lplus1, lplus1_groups, lplus1_source_widths
 from construct.targets import Target, load_target
-from construct.ticket import effective_layers, Ticket
+from construct.active import used_layers
+from construct.ticket import Ticket
 from construct.weak import _version
 from theory.strong_widths import strong_widths
 from theory.validation import check_choice, check_open_unit, check_positive_real
@@ -105,7 +106,7 @@ def build_strong_ticket(target: Target, density, delta: float, seed: int, *, eps
     caps = [{key: (c[key], b[key]) if c[key] else None for key in c} for c, b in zip(sw.caps, sw.blocks)]
     build = build_lplus1 if construction == "l+1" else build_2l
     ticket, layer_info = build(target, source, groups, sw.instance_eps, caps, eps=eps, box=box, progress=progress)
-    layers = effective_layers(ticket)
+    layers = used_layers(ticket)  # the used units only (construct.active): no array of the source's size
     cert = certify(ticket, box, layers)
     if progress is not None:
         progress.step(f"certificate {cert.certificate:.3e}")

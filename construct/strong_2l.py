@@ -13,16 +13,21 @@ Instances: W_t[o, j] ≈ Σ v_ou·|a_u| over chosen usable units u of j with a_u
 positive side is solved: hidden target values are ≥ 0, so ReLU(−x̂_j) = 0 and negative units contribute nothing.
 Bias (our decision): b_t[o] ≈ Σ v_ou·β_u over chosen bias-group units (product law) — the same bias group as the
 L+1 lifting layer; zero-bias targets get no bias group. Weights |W| ≤ P are split into P parts.
+
+Memory (issue 15 item 6): nothing of the size of the source is held. The intermediate layers' diagonal entries are
+streamed block by block and only the usable units kept (index, |a_u|, sign); the solver reads the candidate columns
+of a few rows of the target layers per call (≤ 2^20 candidates); the ticket's sub-masks, bias masks and roles are
+sparse (:class:`construct.ticket.SparseMask`, :class:`construct.ticket.SparseRoles`) and equal, entry for entry, the
+dense arrays the construction defines (the file is the same).
 """
 from __future__ import annotations
 
 import numpy as np
 
 from construct.source import Source
-from construct.strong_common import (compact_groups, empty_selection, layer_input_norms, layer_tolerance,
-                                     prune_unused, scaled_group, solve_grouped)
+from construct.strong_common import compact_groups, layer_input_norms, layer_tolerance, scaled_group, solve_grouped
 from construct.targets import Target
-from construct.ticket import CONST, LIFT, NEURON, Ticket
+from construct.ticket import CONST, LIFT, NEURON, UNUSED, SparseMask, SparseRoles, Ticket
 
 __all__ = ["twol_groups", "twol_source_widths", "build_2l"]
 
@@ -83,16 +88,130 @@ def _sign_groups(a32, usable, nin: int, k: int, sign: float, q: int, P: int) -> 
     return out
 
 
+def _index_dtype(n: int):
+    """int32 for indices below 2^31, else int64 (the 2L build's per-candidate index arrays)."""
+    return np.int32 if n < 2**31 else np.int64
+
+
+def _usable_units(layer, nin: int, k: int):
+    """(ids, scale, sign): the usable intermediate units u < nin·k of a 2L intermediate source layer
+    (M[u, u // k] = 1) in increasing order (int32 when they fit), |a_u| (the source's dtype) and sign(a_u) (int8)
+    of their weights a_u = W[u, u // k]. Read block by block in the drawing threads, each block streamed
+    (:meth:`construct.source.SourceLayer.block_entries`); only the usable units are kept (a fraction p of the layer)."""
+    n = nin * k
+    R = layer.rows_per_block
+    idt = _index_dtype(n)
+
+    def one(b):
+        r0, r1 = b * R, min(n, (b + 1) * R)
+        fdt = _index_dtype(r1 * layer.shape[1])  # block offsets (and row indices) in 4 bytes when they fit
+        flat = np.arange(r1 - r0, dtype=fdt)
+        flat *= layer.shape[1]
+        col = np.arange(r0, r1, dtype=fdt)
+        col //= k
+        flat += col  # offset of row r0 + i's diagonal entry (r0 + i, (r0 + i) // k) in the block
+        del col
+        w, m = layer.block_entries(b, flat)
+        del flat
+        sel = np.flatnonzero(m)
+        w = w[sel]
+        return (r0 + sel).astype(idt), np.abs(w), np.sign(w).astype(np.int8)
+
+    parts = layer.map_blocks(one, range(-(-n // R))) if n else []
+    out = []
+    for i, dt in enumerate((idt, layer.dtype, np.int8)):
+        out.append(np.concatenate([p[i] for p in parts]) if parts else np.empty(0, dt))
+        parts = [tuple(None if j == i else x for j, x in enumerate(p)) for p in parts]  # free what was joined
+    return tuple(out)
+
+
+def _candidate_groups(ids: np.ndarray, sgn: np.ndarray, nin: int, k: int, sign: float, q: int, P: int) -> np.ndarray:
+    """Candidate groups of part q for one sign as positions into ``ids`` (int32 when they fit): row j lists the
+    usable units u = j·k + m (m ≡ q mod P) with sign(a_u) = sign, in increasing order, padded with −1 — the groups
+    of :func:`_sign_groups` with every unit u replaced by its position in ``ids``."""
+    bounds = np.searchsorted(ids, np.arange(nin + 1, dtype=np.int64) * k)
+    rows = []
+    for j in range(nin):
+        pos = np.arange(bounds[j], bounds[j + 1], dtype=np.int64)
+        m = ids[pos].astype(np.int64) - j * k
+        sel = (m % P == q) & ((sgn[pos] > 0) if sign > 0 else (sgn[pos] < 0))
+        rows.append(pos[sel])
+    width = max((r.size for r in rows), default=0)
+    out = np.full((nin, width), -1, dtype=_index_dtype(ids.size))
+    for j, r in enumerate(rows):
+        out[j, :r.size] = r
+    return out
+
+
+def _signed(scale: np.ndarray, sgn: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """a_u = sign(a_u)·|a_u| (exact) at the positions ``pos``, as float64."""
+    return sgn[pos].astype(np.float64) * scale[pos].astype(np.float64)
+
+
+class _Selection:
+    """The kept entries, kept biases and roles of the 2L ticket as index arrays (the 2L layout uses a few units of
+    each source layer): per source layer l (0-based) lists of (rows, cols) entries, of bias units and of role
+    entries (units, kind, layer, index, scale)."""
+
+    def __init__(self, depth: int):
+        self.entries = [[] for _ in range(depth)]
+        self.biases = [[] for _ in range(depth)]
+        self.roles = [[] for _ in range(depth)]
+
+    @staticmethod
+    def _cat(parts, dtype):
+        return np.concatenate([np.asarray(p, dtype=dtype) for p in parts]) if parts else np.empty(0, dtype)
+
+    def coords(self, l: int):
+        return (self._cat([e[0] for e in self.entries[l]], np.int64),
+                self._cat([e[1] for e in self.entries[l]], np.int64))
+
+    def role_arrays(self, l: int):
+        return tuple(self._cat([r[i] for r in self.roles[l]], dt)
+                     for i, dt in enumerate((np.int64, np.int8, np.int32, np.int32, np.float64)))
+
+    def prune(self, first: int, last: int) -> None:
+        """:func:`construct.strong_common.prune_unused` on the index arrays: units of source layers first..last
+        (1-based) with no kept outgoing edge lose their incoming edges, their bias and their kind (set to UNUSED;
+        layer, index and scale stay, as in the dense arrays). Top down, so chains are pruned."""
+        for l in range(last, first - 1, -1):
+            used = np.unique(self.coords(l)[1])  # units of source layer l with a kept outgoing edge
+            rows, cols = self.coords(l - 1)
+            keep = np.isin(rows, used)
+            self.entries[l - 1] = [(rows[keep], cols[keep])]
+            bias = self._cat(self.biases[l - 1], np.int64)
+            self.biases[l - 1] = [bias[np.isin(bias, used)]]
+            units, kind, layer, index, scale = self.role_arrays(l - 1)
+            kind[~np.isin(units, used)] = UNUSED
+            self.roles[l - 1] = [(units, kind, layer, index, scale)]
+
+    def ticket_arrays(self, shapes):
+        """(kept, bias_kept, roles): :class:`SparseMask` sub-masks and bias masks, :class:`SparseRoles`."""
+        kept, bias_kept, roles = [], [], []
+        for l, shape in enumerate(shapes):
+            kept.append(SparseMask.from_coords(shape, *self.coords(l)))
+            bias_kept.append(SparseMask((shape[0],), self._cat(self.biases[l], np.int64)))
+            roles.append(SparseRoles(shape[0], *self.role_arrays(l)))
+        return kept, bias_kept, roles
+
+
 def build_2l(target: Target, source: Source, groups: dict, instance_eps, caps, *, eps=None, box=(-1.0, 1.0),
              progress=None):
     """Build the 2L strong ticket inside ``source`` (widths must be :func:`twol_source_widths`).
 
     Same conventions as :func:`construct.strong_lplus1.build_lplus1` (``progress``: a
-    :class:`construct.progress.Progress`, one step per target layer). Returns (Ticket, per-layer dicts)."""
+    :class:`construct.progress.Progress`, one step per target layer). Returns (Ticket, per-layer dicts).
+
+    The ticket's sub-masks and bias masks are :class:`construct.ticket.SparseMask` and its roles
+    :class:`construct.ticket.SparseRoles` (the entries are those of the dense arrays; the file is the same): the
+    build holds the usable intermediate units and the kept entries, not an array per source weight or unit."""
+    widths = twol_source_widths(target, groups)
+    if source.widths != tuple(widths):
+        raise ValueError(f"source widths {source.widths} do not match the 2L layout {tuple(widths)}")
     n = target.widths
     L = target.depth
     P = groups["P"]
-    kept, bias_kept, roles = empty_selection(source, twol_source_widths(target, groups), "2L")
+    sel = _Selection(source.depth)
     norms = layer_input_norms(target, box)
     caps = caps or [{"weight": None, "bias": None}] * L
     reports = [None] * L
@@ -101,21 +220,17 @@ def build_2l(target: Target, source: Source, groups: dict, instance_eps, caps, *
         eps_t = layer_tolerance(t, instance_eps, eps, target, norms, downstream)
         k, g0 = groups["k"][t - 1], groups["g0"][t - 1]
         inter_layer = source.layers[2 * t - 2]  # intermediate layer 2t-1: only its "diagonal" entries are read
-        out_layer = source.layers[2 * t - 1]  # target layer 2t: read a few rows at a time
+        out_layer = source.layers[2 * t - 1]  # target layer 2t: read a few rows (candidate columns) at a time
         nin = n[t - 1]
         rows = np.arange(n[t])
-        roles[2 * t - 1].kind[:] = NEURON
-        roles[2 * t - 1].layer[:] = t
-        roles[2 * t - 1].index[:] = rows
-        # a_u and "usable" (M[u, j] = 1) of the intermediate units u = j·k + m: the layer's "diagonal" entries
-        a32, usable = _diagonal(inter_layer, nin, k)
-        # |a_u| and β_u on the bias group, in the source's dtype (exact; cast to float64 by the solver's gather)
-        scale = np.zeros(out_layer.shape[1], dtype=np.result_type(a32.dtype, inter_layer.bias.dtype))
-        np.abs(a32, out=scale[: nin * k])
+        sel.roles[2 * t - 1].append((rows, np.full(n[t], NEURON), np.full(n[t], t), rows, np.zeros(n[t])))
+        # the usable units u = j·k + m (M[u, j] = 1) and their a_u: the layer's "diagonal" entries
+        # (|a_u| in the source's dtype: exact, cast to float64 by the solver's gather)
+        ids, scale, sgn = _usable_units(inter_layer, nin, k)
         grp, tj, ts = [], [], []
         for sign in ((1.0, -1.0) if t == 1 else (1.0,)):
             for q in range(P):
-                grp.append(_sign_groups(a32, usable, nin, k, sign, q, P))
+                grp.append(_candidate_groups(ids, sgn, nin, k, sign, q, P))
                 tj.append(np.arange(nin))
                 ts.append(np.full(nin, sign))
         width = max(x.shape[1] for x in grp)
@@ -123,31 +238,31 @@ def build_2l(target: Target, source: Source, groups: dict, instance_eps, caps, *
         targets = target.weights[t - 1][:, np.concatenate(tj)] * np.concatenate(ts)[None, :] / P
         errs = []
         chosen_l1 = np.zeros(n[t])
-        e = solve_grouped(out_layer, rows, grp, scale, targets, eps_t / P, caps[t - 1]["weight"], kept[2 * t - 1],
-                          chosen_l1)
+        chosen = []
+        e = solve_grouped(out_layer, rows, grp, scale, targets, eps_t / P, caps[t - 1]["weight"], chosen, chosen_l1,
+                          unit_ids=ids)
+        del grp
         errs.append(e)
         bt = target.biases[t - 1]
         b0 = nin * k + np.arange(g0)
-        BA = inter_layer.bias
+        beta = inter_layer.bias_at(b0)
         if g0 and bt.any():
-            beta = BA[b0].astype(np.float64)
-            scale[b0] = np.maximum(BA[b0], 0)
-            bias_ids = _padded_parts(b0, beta > 0, P)
-            e = solve_grouped(out_layer, rows, bias_ids, scale, np.repeat(bt[:, None] / P, P, axis=1), eps_t / P,
-                              caps[t - 1]["bias"], kept[2 * t - 1])
+            bias_ids = _padded_parts(np.arange(g0), beta.astype(np.float64) > 0, P)  # positions into b0
+            e = solve_grouped(out_layer, rows, bias_ids, np.maximum(beta, 0), np.repeat(bt[:, None] / P, P, axis=1),
+                              eps_t / P, caps[t - 1]["bias"], chosen, unit_ids=b0)
             errs.append(e)
-        used = kept[2 * t - 1].any(axis=0)
-        inter = np.nonzero(used[: nin * k])[0]
+        sel.entries[2 * t - 1].extend(chosen)
+        used = np.unique(np.concatenate([c for _, c in chosen])) if chosen else np.empty(0, np.int64)
+        inter = used[used < nin * k]
         j_of = inter // k
-        kept[2 * t - 2][inter, j_of] = True
-        roles[2 * t - 2].kind[inter] = LIFT
-        roles[2 * t - 2].layer[inter] = t - 1
-        roles[2 * t - 2].index[inter] = j_of
-        roles[2 * t - 2].scale[inter] = a32[inter].astype(np.float64)
-        bused = b0[used[b0]]
-        bias_kept[2 * t - 2][bused] = True
-        roles[2 * t - 2].kind[bused] = CONST
-        roles[2 * t - 2].scale[bused] = BA[bused].astype(np.float64)
+        sel.entries[2 * t - 2].append((inter, j_of))
+        sel.roles[2 * t - 2].append((inter, np.full(inter.size, LIFT), np.full(inter.size, t - 1), j_of,
+                                     _signed(scale, sgn, np.searchsorted(ids, inter))))
+        bused = used[used >= nin * k]
+        sel.biases[2 * t - 2].append(bused)
+        sel.roles[2 * t - 2].append((bused, np.full(bused.size, CONST), np.zeros(bused.size), np.zeros(bused.size),
+                                     beta[bused - nin * k].astype(np.float64)))
+        del ids, scale, sgn
         amp = 0.0
         if t >= 2:
             amp = float(np.max(chosen_l1, initial=0.0))  # max_o Σ_{kept u < n·k} |v_ou|·|a_u|
@@ -160,6 +275,7 @@ def build_2l(target: Target, source: Source, groups: dict, instance_eps, caps, *
         if progress is not None:
             progress.step(f"target layer {t}: {reports[t - 1]['instances']:,} subset sums, "
                           f"{reports[t - 1]['failures']} failed")
-    prune_unused(kept, bias_kept, roles, 1, source.depth - 1)
+    sel.prune(1, source.depth - 1)
+    kept, bias_kept, roles = sel.ticket_arrays([layer.shape for layer in source.layers])
     ticket = Ticket(target, source, tuple(kept), tuple(bias_kept), tuple(roles), None, None, {})
     return ticket, reports

@@ -15,7 +15,8 @@ from theory.strong_widths import backward_layer_tolerance
 __all__ = ["empty_selection", "compact_groups", "solve_grouped", "layer_input_norms", "layer_tolerance", "prune_unused",
            "scaled_group", "scaled_count"]
 
-_MAX_ENTRIES = 1 << 23  # candidate entries gathered per solver call
+_MAX_ENTRIES = 1 << 20  # candidate entries gathered per solver call (≈ 40 MB of float64 products, copies and the
+# solver's work arrays)
 
 
 def empty_selection(source, expected_widths, layout: str):
@@ -62,12 +63,17 @@ def compact_groups(ids: np.ndarray, select: np.ndarray) -> np.ndarray:
 
 
 def solve_grouped(layer, rows: np.ndarray, groups: np.ndarray, scale: np.ndarray, targets: np.ndarray, eps: float,
-                  cap: int | None, kept: np.ndarray, chosen_l1: np.ndarray | None = None):
+                  cap: int | None, kept, chosen_l1: np.ndarray | None = None, unit_ids: np.ndarray | None = None):
     """Solve every (row r, group k) instance: candidates W[rows[r], groups[k, :]]·scale[groups[k, :]] of the source
     layer ``layer`` (:class:`construct.source.SourceLayer`, whose rows are drawn a few at a time, never all at once),
     available iff M[rows[r], u] (and u ≠ −1), target targets[r, k], tolerance ``eps``. Marks the chosen edges in
     ``kept`` (rows[r], u), adds Σ |chosen candidate| of row r to ``chosen_l1[r]`` when given, and returns the
-    errors (R, G)."""
+    errors (R, G).
+
+    ``unit_ids`` (sparse form, the 2L construction): ``groups`` hold positions c into ``unit_ids``/``scale`` (the
+    candidate c is source unit unit_ids[c], scaled by scale[c]); only those columns of the rows are read
+    (:meth:`construct.source.SourceLayer.take_rows` with ``cols``). ``kept``: a bool array marked in place, or a
+    list to which the chosen (rows, units) index arrays are appended."""
     R, G = targets.shape
     width = groups.shape[1]
     errors = np.zeros((R, G))
@@ -77,22 +83,42 @@ def solve_grouped(layer, rows: np.ndarray, groups: np.ndarray, scale: np.ndarray
         return np.abs(targets)
     safe = np.where(groups >= 0, groups, 0)
     valid = groups >= 0
-    # rows per step: bounded by the gathered candidates and by the drawn rows of the layer
-    step = max(1, min(_MAX_ENTRIES // max(1, G * width), _MAX_ENTRIES // max(1, layer.shape[1])))
+    # rows per step: bounded by the gathered candidates (and, reading whole rows, by the drawn rows of the layer);
+    # groups per solver call: bounded by the gathered candidates (a row's instances may be split over several calls;
+    # every instance is solved on its own, so the results do not depend on the split)
+    read = layer.shape[1] if unit_ids is None else 1
+    step = max(1, min(_MAX_ENTRIES // max(1, G * width), _MAX_ENTRIES // read))
+    gstep = max(1, _MAX_ENTRIES // max(1, step * width))
     for r0 in range(0, R, step):
         rr = rows[r0:r0 + step]
-        w_rows, m_rows = layer.take_rows(rr)
-        w = w_rows[:, safe].astype(np.float64) * scale[safe][None]  # (r, G, width)
-        av = m_rows[:, safe] & valid[None]
-        del w_rows, m_rows
-        t = targets[r0:r0 + step]
-        m, e = solve_instances(w.reshape(-1, width), av.reshape(-1, width), t.reshape(-1), eps, cap)
-        errors[r0:r0 + step] = e.reshape(t.shape)
-        m = m.reshape(av.shape)
-        ri, gi, ci = np.nonzero(m)
-        kept[rr[ri], groups[gi, ci]] = True
-        if chosen_l1 is not None:
-            chosen_l1[r0:r0 + rr.size] += np.bincount(ri, weights=np.abs(w[ri, gi, ci]), minlength=rr.size)
+        if unit_ids is None:
+            w_rows, m_rows = layer.take_rows(rr)
+        for g0 in range(0, G, gstep):
+            gs = slice(g0, g0 + gstep)
+            pos = safe[gs]
+            if unit_ids is not None:  # only the columns of this call's candidates are read
+                uc, inv = np.unique(pos, return_inverse=True)
+                w_rows, m_rows = layer.take_rows(rr, cols=unit_ids[uc])
+                pos = inv.reshape(pos.shape)
+            w = np.multiply(w_rows[:, pos], scale[safe[gs]][None], dtype=np.float64)  # (r, g, width), float64
+            av = m_rows[:, pos] & valid[gs][None]
+            if unit_ids is not None:
+                del w_rows, m_rows
+            t = targets[r0:r0 + step, gs]
+            m, e = solve_instances(w.reshape(-1, width), av.reshape(-1, width), t.reshape(-1), eps, cap)
+            errors[r0:r0 + step, gs] = e.reshape(t.shape)
+            m = m.reshape(av.shape)
+            ri, gi, ci = np.nonzero(m)
+            units = groups[g0 + gi, ci] if unit_ids is None else unit_ids[groups[g0 + gi, ci]]
+            if isinstance(kept, list):
+                kept.append((rr[ri], units.astype(np.int64)))
+            else:
+                kept[rr[ri], units] = True
+            if chosen_l1 is not None:
+                chosen_l1[r0:r0 + rr.size] += np.bincount(ri, weights=np.abs(w[ri, gi, ci]), minlength=rr.size)
+            del w, av, m
+        if unit_ids is None:
+            del w_rows, m_rows
     return errors
 
 

@@ -13,6 +13,12 @@ recomputes the error certificate from the arrays alone (docs/math.md §6):
 - ``NEURON`` (t, i): output ≈ x_i^{(t)} of the target (h_i^{(L)} for t = L: the linear output);
 - ``LIFT`` (t, j, λ): output ≈ ReLU(λ · x_j^{(t)}) (lifting units of L+1, intermediate units of 2L, t = 0 = input).
 
+In memory the sub-masks and bias masks are bool arrays or, for the 2L construction (a few kept entries in sources
+of 10^8–10^9 weights), :class:`SparseMask` (the sorted indices of the kept entries), and the roles :class:`Roles`
+or :class:`SparseRoles` (the units with a role). Both sparse forms read like their dense arrays (``np.asarray``,
+the ``kind``/``layer``/``index``/``scale`` arrays) and are written to the file as the same dense arrays, so a file
+does not say which form built it.
+
 npz keys (no pickle; loaded with ``allow_pickle=False``): ``target_W{t}``, ``target_b{t}`` (t = 1..L);
 ``source_W{t}``, ``source_b{t}``, ``source_M{t}`` (bool), ``ticket_S{t}`` (bool, ⊆ source_M{t}),
 ``ticket_bias{t}`` (bool) for t = 1..L_S; weak tickets also ``ticket_W{t}``, ``ticket_b{t}``; the roles
@@ -33,7 +39,8 @@ from construct.source import Source
 from construct.targets import Target, make_target
 from theory.atomic import atomic_path
 
-__all__ = ["Ticket", "Roles", "UNUSED", "CONST", "NEURON", "LIFT", "ticket_forward", "effective_layer", "effective_layers",
+__all__ = ["Ticket", "Roles", "SparseRoles", "SparseMask", "mask_nonzero", "mask_count", "UNUSED", "CONST", "NEURON",
+           "LIFT", "ticket_forward", "effective_layer", "effective_layers",
            "save_ticket", "load_ticket", "FORMAT_VERSION"]
 
 UNUSED, CONST, NEURON, LIFT = 0, 1, 2, 3
@@ -53,10 +60,167 @@ class Roles:
     def empty(n: int) -> "Roles":
         return Roles(np.zeros(n, np.int8), np.zeros(n, np.int32), np.zeros(n, np.int32), np.zeros(n, np.float64))
 
+    @property
+    def size(self) -> int:
+        """Number of units of the layer."""
+        return int(self.kind.size)
+
+    def take(self, units) -> "Roles":
+        """The roles of the given units (integer indices), in that order."""
+        units = np.asarray(units, dtype=np.int64)
+        return Roles(self.kind[units], self.layer[units], self.index[units], self.scale[units])
+
+    def assigned(self) -> np.ndarray:
+        """Sorted indices of the units whose kind is not UNUSED."""
+        return np.flatnonzero(self.kind != UNUSED)
+
+
+class SparseRoles:
+    """The roles of a layer of ``n`` units stored only where they differ from :meth:`Roles.empty`: ``units`` (sorted,
+    unique int64) and the kind/layer/index/scale of those units. The 2L construction assigns roles to a few units of
+    sources of 10^7 units; a dense :class:`Roles` costs 17 bytes per source unit.
+
+    ``kind``, ``layer``, ``index`` and ``scale`` give the dense arrays (built on each access, read-only: a write
+    raises), so every reader of :class:`Roles` reads the same values; :meth:`take` and :meth:`assigned` do not build
+    them. :meth:`dense` gives the equal :class:`Roles`."""
+
+    def __init__(self, n: int, units, kind, layer, index, scale):
+        units = np.asarray(units, dtype=np.int64)
+        order = np.argsort(units, kind="stable")
+        if units.size and (np.any(np.diff(units[order]) == 0) or units[order[0]] < 0 or units[order[-1]] >= n):
+            raise ValueError(f"SparseRoles units must be distinct indices in 0..{n - 1}")
+        self.n = int(n)
+        self.units = units[order]
+        self._kind = np.asarray(kind, dtype=np.int8)[order]
+        self._layer = np.asarray(layer, dtype=np.int32)[order]
+        self._index = np.asarray(index, dtype=np.int32)[order]
+        self._scale = np.asarray(scale, dtype=np.float64)[order]
+
+    def _dense(self, values, dtype) -> np.ndarray:
+        out = np.zeros(self.n, dtype=dtype)
+        out[self.units] = values
+        out.flags.writeable = False
+        return out
+
+    kind = property(lambda self: self._dense(self._kind, np.int8))
+    layer = property(lambda self: self._dense(self._layer, np.int32))
+    index = property(lambda self: self._dense(self._index, np.int32))
+    scale = property(lambda self: self._dense(self._scale, np.float64))
+
+    @property
+    def size(self) -> int:
+        return self.n
+
+    def dense(self) -> Roles:
+        return Roles(self.kind.copy(), self.layer.copy(), self.index.copy(), self.scale.copy())
+
+    def take(self, units) -> Roles:
+        units = np.asarray(units, dtype=np.int64)
+        pos = np.searchsorted(self.units, units)
+        pos_c = np.minimum(pos, max(self.units.size - 1, 0))
+        hit = (pos < self.units.size) & (self.units[pos_c] == units) if self.units.size else np.zeros(units.size, bool)
+        out = Roles.empty(units.size)
+        src = pos_c[hit]
+        out.kind[hit], out.layer[hit] = self._kind[src], self._layer[src]
+        out.index[hit], out.scale[hit] = self._index[src], self._scale[src]
+        return out
+
+    def assigned(self) -> np.ndarray:
+        return self.units[self._kind != UNUSED]
+
+
+class SparseMask:
+    """A read-only bool array (1-D or 2-D) given by the sorted flat indices of its True entries — the sub-masks and
+    bias masks of the 2L construction, which keeps a few entries per subset-sum instance of sources of 10^8–10^9
+    weights (a dense bool sub-mask costs one byte per source weight).
+
+    ``nonzero()`` gives the indices in the order of :func:`numpy.nonzero` of the dense array (row-major),
+    ``count()`` the number of True entries, ``any(axis)`` as for ndarrays; ``numpy.asarray`` (``__array__``) builds
+    the equal dense bool array (what the npz file stores), so ``np.savez``, ``np.where``, indexing and the bitwise
+    operators give what they give for the dense array."""
+
+    dtype = np.dtype(bool)
+
+    def __init__(self, shape, flat_indices):
+        self.shape = tuple(int(s) for s in shape)
+        flat = np.unique(np.asarray(flat_indices, dtype=np.int64).ravel())
+        size = int(np.prod(self.shape, dtype=object))
+        if flat.size and (flat[0] < 0 or flat[-1] >= size):
+            raise ValueError(f"SparseMask indices must lie in 0..{size - 1}")
+        self.flat_indices = flat
+
+    @classmethod
+    def from_coords(cls, shape, rows, cols) -> "SparseMask":
+        """The 2-D mask with True at (rows[i], cols[i]) (duplicates allowed)."""
+        rows = np.asarray(rows, dtype=np.int64).ravel()
+        cols = np.asarray(cols, dtype=np.int64).ravel()
+        return cls(shape, rows * int(shape[1]) + cols)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=object))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def count(self) -> int:
+        return int(self.flat_indices.size)
+
+    def nonzero(self) -> tuple:
+        return np.unravel_index(self.flat_indices, self.shape) if self.ndim > 1 else (self.flat_indices.copy(),)
+
+    def any(self, axis=None):
+        """As ``ndarray.any``: a bool without ``axis`` (or for a 1-D mask), else the bool array along ``axis``."""
+        if axis is None or self.ndim == 1:
+            return bool(self.flat_indices.size)
+        out = np.zeros(self.shape[1 - axis], dtype=bool)
+        out[self.nonzero()[1 - axis]] = True
+        return out
+
+    def __array__(self, dtype=None, copy=None):
+        out = np.zeros(self.shape, dtype=bool)
+        out.reshape(-1)[self.flat_indices] = True
+        return out if dtype is None else out.astype(dtype)
+
+    def __getitem__(self, key):
+        return np.asarray(self)[key]
+
+    def __invert__(self):
+        return ~np.asarray(self)
+
+    def __and__(self, other):
+        return np.asarray(self) & other
+
+    def __or__(self, other):
+        return np.asarray(self) | other
+
+    def __xor__(self, other):
+        return np.asarray(self) ^ other
+
+    __rand__, __ror__, __rxor__ = __and__, __or__, __xor__
+
+    def __repr__(self) -> str:
+        return f"SparseMask(shape={self.shape}, count={self.count()})"
+
+
+def mask_nonzero(mask) -> tuple:
+    """``numpy.nonzero`` of a dense bool array or a :class:`SparseMask` (without building the dense array)."""
+    return mask.nonzero() if isinstance(mask, SparseMask) else np.nonzero(mask)
+
+
+def mask_count(mask) -> int:
+    """Number of True entries of a dense bool array or a :class:`SparseMask`."""
+    return mask.count() if isinstance(mask, SparseMask) else int(np.count_nonzero(mask))
+
 
 @dataclass(frozen=True)
 class Ticket:
-    """A (weak or strong) ticket: target, source, sub-masks ``kept`` (S_t), ``bias_kept``, roles, metadata."""
+    """A (weak or strong) ticket: target, source, sub-masks ``kept`` (S_t), ``bias_kept``, roles, metadata.
+    ``kept``/``bias_kept``: bool arrays or :class:`SparseMask`; ``roles``: :class:`Roles` or :class:`SparseRoles`."""
 
     target: Target
     source: Source
@@ -74,7 +238,7 @@ class Ticket:
     @property
     def kept_params(self) -> int:
         """Number of weights the ticket keeps (Σ_t |S_t|)."""
-        return int(sum(int(np.count_nonzero(s)) for s in self.kept))
+        return int(sum(mask_count(s) for s in self.kept))
 
     def to_module(self, dtype=None, compact: bool = True, **kwargs):
         """The ticket as a PyTorch ``nn.Module`` (torch.float32 by default): only the units it uses when
@@ -87,7 +251,7 @@ class Ticket:
 def effective_layer(ticket: Ticket, t: int):
     """(W_t ⊙ S_t as a float64 CSR matrix, b_t ⊙ bias_t as float64) for source layer t (1-based)."""
     s = ticket.kept[t - 1]
-    rows, cols = np.nonzero(s)
+    rows, cols = mask_nonzero(s)
     if ticket.is_weak:
         vals = np.asarray(ticket.weak_weights[t - 1][rows, cols], dtype=np.float64)
         b = ticket.weak_biases[t - 1]
@@ -96,7 +260,7 @@ def effective_layer(ticket: Ticket, t: int):
         vals = layer.gather(rows, cols, with_mask=False)[0].astype(np.float64)
         b = layer.bias
     mat = sp.csr_matrix((vals, (rows, cols)), shape=s.shape)
-    bias = np.where(ticket.bias_kept[t - 1], np.asarray(b, dtype=np.float64), 0.0)
+    bias = np.where(np.asarray(ticket.bias_kept[t - 1], dtype=bool), np.asarray(b, dtype=np.float64), 0.0)
     return mat, bias
 
 
@@ -130,9 +294,10 @@ def ticket_arrays(ticket: Ticket) -> dict:
         arrays[f"source_W{t}"] = src.weights[t - 1]
         arrays[f"source_b{t}"] = src.biases[t - 1]
         arrays[f"source_M{t}"] = src.masks[t - 1]
-        arrays[f"ticket_S{t}"] = ticket.kept[t - 1]
-        arrays[f"ticket_bias{t}"] = ticket.bias_kept[t - 1]
+        arrays[f"ticket_S{t}"] = np.asarray(ticket.kept[t - 1])  # a SparseMask becomes its dense array
+        arrays[f"ticket_bias{t}"] = np.asarray(ticket.bias_kept[t - 1])
         r = ticket.roles[t - 1]
+        r = r.dense() if isinstance(r, SparseRoles) else r
         arrays[f"role_kind{t}"] = r.kind
         arrays[f"role_layer{t}"] = r.layer
         arrays[f"role_index{t}"] = r.index

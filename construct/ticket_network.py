@@ -28,9 +28,12 @@ __all__ = ["Network", "Origin", "ticket_network", "target_network", "reduce_netw
 @dataclass(frozen=True)
 class Network:
     """ReLU MLP: ``layers`` = ((W_1, b_1), …, (W_D, b_D)), W as float64 CSR (n_l × n_{l−1}); ReLU after every layer
-    but the last."""
+    but the last. ``units`` (optional): per layer the source unit index of every row, when the network is a
+    ticket's on a subset of its units (:func:`construct.active.used_layers`); :func:`reduce_network` reports
+    origins in source unit indices."""
 
     layers: tuple
+    units: tuple | None = None
 
     @property
     def widths(self) -> tuple:
@@ -63,11 +66,16 @@ class Network:
 
 
 def ticket_network(ticket, layers=None) -> Network:
-    """The ticket's network: W_t ⊙ S_t and b_t ⊙ bias_t of every source layer (:func:`construct.ticket.effective_layer`)."""
-    from construct.ticket import effective_layers
+    """The ticket's network: W_t ⊙ S_t and b_t ⊙ bias_t of every source layer
+    (:func:`construct.ticket.effective_layer`). ``layers``: the full :func:`construct.ticket.effective_layers` or :func:`construct.active.used_layers` (the
+    default: the units with a kept edge, a kept bias or a role — the same function, since every other unit outputs
+    0 — without arrays of the source's size; the network then carries their source indices in ``units``)."""
+    from construct.active import used_layers
 
-    layers = layers if layers is not None else effective_layers(ticket)
-    return Network(tuple((sp.csr_matrix(w, dtype=np.float64), np.asarray(b, dtype=np.float64)) for w, b in layers))
+    layers = layers if layers is not None else used_layers(ticket)
+    units = getattr(layers, "units", None)
+    return Network(tuple((sp.csr_matrix(w, dtype=np.float64), np.asarray(b, dtype=np.float64)) for w, b in layers),
+                   None if units is None else tuple(units))
 
 
 def target_network(target) -> Network:
@@ -149,11 +157,15 @@ def reduce_network(net: Network, with_origin: bool = False):
             layers[i + 1] = ((w_next @ w).tocsr(), b_next)
         else:
             out.append((w, b))
-            origins.append(Origin(i + 1, *origin))
+            unit = origin[0]
+            if net.units is not None:  # row indices of this layer → source unit indices
+                unit = np.where(unit >= 0, np.asarray(net.units[i])[np.maximum(unit, 0)], -1)
+            origins.append(Origin(i + 1, unit, *origin[1:]))
             layers[i + 1] = (w_next, b_next)
             nonneg_in = True
         i += 1
     out.append(layers[-1])
     n = layers[-1][0].shape[0]
-    origins.append(Origin(len(layers), np.arange(n), np.full(n, -1), np.zeros(n)))
+    last = np.arange(n) if net.units is None else np.asarray(net.units[-1])
+    origins.append(Origin(len(layers), last, np.full(n, -1), np.zeros(n)))
     return (Network(tuple(out)), origins) if with_origin else Network(tuple(out))

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from construct.footprint import (BASE_BYTES, BLOCK_BYTES, PER_UNIT, PER_WEIGHT, check_build_memory,
+from construct.footprint import (BASE_BYTES, BLOCK_BYTES, PER_UNIT, PER_WEIGHT, SAVE_SUBMASK, check_build_memory,
                                  estimate_build_bytes, source_size)
 from construct.strong import build_strong_ticket, check_max_source_params
 from construct.targets import random_target
@@ -38,10 +38,13 @@ def test_estimate_follows_the_model_and_the_weight_dtype():
         materialized = c != "2l"
         assert e8 - e4 == pytest.approx(4 * W if materialized else 0.0)
         assert e4 == pytest.approx(PER_WEIGHT[c] * W + (4 * W if materialized else 0) + PER_UNIT[c] * U
-                                   + BLOCK_BYTES + BASE_BYTES[c])
-        assert estimate_build_bytes(c, widths, threads=3) - estimate_build_bytes(c, widths, threads=1) == 2 * BLOCK_BYTES
+                                   + BLOCK_BYTES[c] + BASE_BYTES[c])
+        assert (estimate_build_bytes(c, widths, threads=3) - estimate_build_bytes(c, widths, threads=1)
+                == 2 * BLOCK_BYTES[c])
         saved = estimate_build_bytes(c, widths, weight_bytes=8, save=True) - estimate_build_bytes(c, widths, weight_bytes=8)
-        assert saved == pytest.approx(9 * W + 17 * U)
+        # the file's source weights and mask; 2L (sparse in memory) also builds the dense sub-masks, roles, biases
+        assert saved == pytest.approx(9 * W + 17 * U if c != "2l" else 10 * W + 26 * U)
+        assert SAVE_SUBMASK[c] == (c == "2l")
 
 
 def test_check_build_memory_names_estimate_and_flag():

@@ -38,11 +38,8 @@ def _reduced_roles(ticket: Ticket, origins) -> list:
         n = org.unit.size
         r = Roles.empty(n)
         kept = org.unit >= 0
-        src = ticket.roles[org.layer - 1]
-        r.kind[kept] = src.kind[org.unit[kept]]
-        r.layer[kept] = src.layer[org.unit[kept]]
-        r.index[kept] = src.index[org.unit[kept]]
-        r.scale[kept] = src.scale[org.unit[kept]]
+        got = ticket.roles[org.layer - 1].take(org.unit[kept])  # no dense array of the source layer's size
+        r.kind[kept], r.layer[kept], r.index[kept], r.scale[kept] = got.kind, got.layer, got.index, got.scale
         for s in np.nonzero(~kept)[0]:
             c, sign = int(org.col[s]), float(org.sign[s])
             if k == 0:  # ReLU(sign·x_c)

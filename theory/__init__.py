@@ -19,6 +19,7 @@ from theory.subset_sum import (SOLVER_MAX_CANDIDATES, SearchPlan, block_width, c
 from theory.weak_widths import WeakWidths, weak_widths
 from theory.conv_widths import ConvStrongWidths, GraphNode, conv_strong_widths, nodes_from_description
 from theory.conv_weak_widths import ConvWeakWidths, conv_weak_widths
+from theory.conv_lplus1_widths import ConvLPlus1Widths, conv_lplus1_widths
 
 __version__ = "0.1.0"
 
@@ -32,4 +33,5 @@ __all__ = [
     "strong_widths", "StrongWidths", "backward_layer_tolerance", "forward_tolerance_split",
     "layer_densities", "LayerDensities",
     "conv_strong_widths", "ConvStrongWidths", "GraphNode", "nodes_from_description", "conv_weak_widths", "ConvWeakWidths",
+    "conv_lplus1_widths", "ConvLPlus1Widths",
 ]

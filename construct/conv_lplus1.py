@@ -24,7 +24,8 @@ with the source's weights and constant channels. Widths from :func:`theory.conv_
   reads inside the image at every output position iff π_h < k_h, π_w < k_w and σ·(H_out − 1) ≤ H_in − 1 (both
   axes); otherwise a target with biases is refused in one line. An average pool with padding between layers would
   change a constant at the borders: refused too; max pooling and global average pooling keep it.
-- Weights |W| ≤ P are split into P parts over strided sub-groups (as :mod:`construct.strong_lplus1`). Layers are
+- Weights |W_t|, |b_t| ≤ P_t are split into P_t parts over strided sub-groups (as :mod:`construct.strong_lplus1`, but
+  with one P_t per target layer: a folded first layer with |W| > 1 doubles only its own groups). Layers are
   solved from t = L down to 1: with ``eps`` each layer gets the larger of theory's a-priori ε_t and the backward value
   ε/(L·(‖B_{t−1}‖_1 + 1)·Π_{k>t} Λ_k) with the measured Λ_k = max over rows of Σ|v| over kept entries (constants
   included); with ``weight_eps`` every instance gets that tolerance. Failures are reported, never patched.
@@ -194,16 +195,16 @@ def plan_conv_lplus1(target: ConvTarget, density, delta: float, *, eps=None, wei
     blocks = _input_blocks(target)
     Bv = _virtual_bounds(target, channel_bounds(target))
     layers = [(w[0].fan_in, w[0].fan_out)] + [(x.fan_in, x.fan_out, blocks[x.name]) for x in w[1:]]
-    wb = max(target.weight_bound, 1e-12)
+    wb = [max(float(np.abs(x.weight).max(initial=0.0)), float(np.abs(x.bias).max(initial=0.0)), 1e-12) for x in w]
     sw = conv_lplus1_widths(layers, density, delta, eps=eps, instance_eps=weight_eps, signed_input=w[0].signed,
                             biases=target.has_biases, weight_bound=wb, box=target.box,
                             input_bounds_l1=[float(Bv[x.name].sum()) for x in w])
     mult = check_positive_real(width_multiplier, "width_multiplier")
     P = sw.parts
     G = sw.groups
-    groups = {"g": scaled_group(G["g"], mult, P), "g0": scaled_group(G["g0"], mult, 1),
-              "r": tuple(scaled_group(r, mult, P) for r in G["r"]) + (1,),
-              "c": tuple(scaled_group(c, mult, 1) for c in G["c"]) + (0,), "P": P}
+    groups = {"g": scaled_group(G["g"], mult, P[0]), "g0": scaled_group(G["g0"], mult, 1),
+              "r": tuple(scaled_group(r, mult, P[l]) for l, r in enumerate(G["r"], start=1)) + (1,),
+              "c": tuple(scaled_group(c, mult, 1) for c in G["c"]) + (0,), "P": tuple(P)}
     return sw, groups
 
 
@@ -280,7 +281,7 @@ def _flatten_chosen(chosen):
 
 def _solve_layer1(wl, source, groups, eps_t, caps):
     """Instances of target layer 1 over the lifting (source layer 2); returns (chosen, [(errors, tol)])."""
-    P, g, g0 = groups["P"], groups["g"], groups["g0"]
+    P, g, g0 = groups["P"][0], groups["g"], groups["g0"]
     r, c = groups["r"][0], groups["c"][0]
     layer = source.layers[0]
     V = wl.fan_in
@@ -322,7 +323,7 @@ def _solve_layer1(wl, source, groups, eps_t, caps):
 
 def _solve_next(wl, t, layer, groups, K, kstar, eps_t, caps):
     """Instances of target layer t ≥ 2 (source layer t+1); returns (chosen, [(errors, tol)])."""
-    P = groups["P"]
+    P = groups["P"][t - 1]
     r_in, c_in = groups["r"][t - 2], groups["c"][t - 2]
     r, c = groups["r"][t - 1], groups["c"][t - 1]
     V = wl.fan_in
@@ -417,7 +418,7 @@ def _assemble(target, source, groups, solved, kstars, Bv) -> tuple:
     L = len(w)
     blocks = _input_blocks(target)
     after = _between(target)
-    P, g, g0 = groups["P"], groups["g"], groups["g0"]
+    g = groups["g"]
     # prune backwards
     shapes = _source_shapes(target, groups)
     active = np.arange(shapes[-1][0])
@@ -690,7 +691,7 @@ class ConvLPlus1Report:
                  if folds else "  no BatchNorm to fold",
                  f"  densities {', '.join(f'{p:g}' for p in self.densities)}; lifting group g = {gr['g']}, bias group "
                  f"g0 = {gr['g0']}, copies r = {list(gr['r'])}, constants c = {list(gr['c'])}, weight parts P = "
-                 f"{gr['P']} (width multiplier {self.width_multiplier:g}); {self.source_dtype} source",
+                 f"{list(gr['P'])} (width multiplier {self.width_multiplier:g}); {self.source_dtype} source",
                  f"  source: {self.source_params:,} weights, channels {list(self.source_channels)} (about "
                  f"{self.er_kept_params:.4g} kept by the ER masks, drawn only where read); ticket keeps "
                  f"{self.ticket_params:,}",

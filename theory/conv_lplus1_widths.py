@@ -11,10 +11,10 @@ channel (the ``block``: k_h·k_w for a convolution, S for a linear layer reading
 The layout is the L+1 layout of :func:`theory.strong_widths.strong_widths` (construction "l+1") with the n_{t−1}
 inputs of target layer t replaced by its V_t virtual inputs:
 
-- source layer 1 (lifting, a convolution with target layer 1's kernel): g channels per virtual input of layer 1 and
+- source layer 1 (lifting, a convolution with target layer 1's kernel; P = P_1): g channels per virtual input and
   a bias group B_0 of g_0 channels, g = P·n(ε_1/P, δ', p_1·p_2/2, product),
   g_0 = max(P·n(ε_1/P, δ', p_2/2, product), n(ε_1, δ', p_2/2, product));
-- source layer l = 2..L: r_l copies of each of the c_{l−1} channels of target layer l−1 plus c_l constant channels,
+- source layer l = 2..L (P = P_l): r_l copies of each of the c_{l−1} channels of target layer l−1 plus c_l constants,
   r_l = P·n(ε_l/P, δ', p_{l+1}, uniform), c_l = max(P·n(ε_l/P, δ', p_{l+1}, uniform), n(ε_l, δ', p_{l+1}, uniform));
   source layer L+1: the c_L outputs (constants only with biases);
 - instances: sides_1·P·R_2·V_1 + P·R_2 + c_2 for target layer 1 (R_l = r_l·c_{l−1} channels carrying target layer
@@ -22,15 +22,18 @@ inputs of target layer t replaced by its V_t virtual inputs:
   when the network input can be negative (the sign split of §6), else 1 (then ReLU(−x) = 0 for target and ticket).
 
 n(ε, δ', a, law) is the binomial-thinning group of :mod:`theory.strong_widths` (docs/math.md §5 [ours-1] with the
-solver's search plan), δ' = δ / #instances (iterated to a fixed point), P = max(1, ⌈w̄⌉) weight parts, the source
+solver's search plan), δ' = δ / #instances (iterated to a fixed point), P = P_t = max(1, ⌈w̄_t⌉) weight parts of the
+layer the group serves (``weight_bound`` one w̄ or one per target layer, |W_t|, |b_t| ≤ w̄_t), the source
 dtype chosen as :func:`theory.strong_widths.strong_widths` does. With the network sup-error ``eps`` the forward split
 of §6 is used: ε_t = ε / (L·(‖B_{t−1}‖_1 + 1)·Π_{k>t} Λ_k) with the worst-case amplification
-Λ_t = (V_t + [biases])·C_t·P (every instance chooses at most C_t candidates of modulus ≤ 1 per part). ‖B_{t−1}‖_1 is
+Λ_t = (V_t + [biases])·C_t·P_t (every instance chooses at most C_t candidates of modulus ≤ 1 per part). ‖B_{t−1}‖_1 is
 the sum over the V_t virtual inputs of their bounds: ``input_bounds_l1`` when given (the actual target's, e.g.
 :func:`construct.conv_ticket.channel_bounds`), else the worst case over all targets with |W|, |b| ≤ w̄:
-B_0 = max(|a|, |b|) per input, B_t ≤ V_t·w̄·B_{t−1} + w̄ per channel, ‖B_{t−1}‖_1 = V_t·B_{t−1}.
+B_0 = max(|a|, |b|) per input, B_t ≤ V_t·w̄_t·B_{t−1} + w̄_t per channel, ‖B_{t−1}‖_1 = V_t·B_{t−1}.
 
-For an MLP (K_t = 1, V_t = n_{t−1}, signed input) every number equals ``strong_widths(..., construction="l+1")``.
+For an MLP (K_t = 1, V_t = n_{t−1}, signed input, one w̄) every number equals
+``strong_widths(..., construction="l+1")`` (whose P is global; here ``parts`` is the tuple (P, …, P)). Per-layer
+bounds matter for trained CNNs: a folded first layer with |W| > 1 doubles only its own groups.
 """
 from __future__ import annotations
 
@@ -73,8 +76,8 @@ class ConvLPlus1Widths:
     instance_eps: tuple
     instance_delta: float
     instances: int
-    weight_bound: float
-    parts: int
+    weight_bound: tuple
+    parts: tuple
     biases: bool
     signed_input: bool
     candidates: tuple
@@ -124,10 +127,24 @@ def _layers(layers) -> tuple:
 def _worst_bounds(lay, wb, box) -> tuple:
     unit = max(abs(float(box[0])), abs(float(box[1])))
     out = []
-    for layer in lay:
+    for layer, w in zip(lay, wb):
         out.append(layer.fan_in * unit)
-        unit = layer.fan_in * wb * unit + wb
+        unit = layer.fan_in * w * unit + w
     return tuple(out)
+
+
+def _weight_bounds(weight_bound, L: int) -> tuple:
+    """``weight_bound`` as L per-layer bounds w̄_t (one number is repeated)."""
+    if isinstance(weight_bound, (int, float)) and not isinstance(weight_bound, bool):
+        return (check_positive_real(weight_bound, "weight_bound"),) * L
+    try:
+        items = list(weight_bound)
+    except TypeError:
+        raise ValueError(f"weight_bound={weight_bound!r} is malformed: allowed a number > 0 or {L} of them") from None
+    if len(items) != L:
+        raise ValueError(f"weight_bound has {len(items)} entries: allowed one number or exactly {L} (one per target "
+                         "layer)")
+    return tuple(check_positive_real(v, f"weight_bound[{i}]") for i, v in enumerate(items))
 
 
 def _layout(lay, dens, eps_t, delta_i, P, biases, sides1, dtype):
@@ -135,6 +152,8 @@ def _layout(lay, dens, eps_t, delta_i, P, biases, sides1, dtype):
     L = len(lay)
     V = [layer.fan_in for layer in lay]
     c = [layer.fan_out for layer in lay]
+    Ps = P
+    P = Ps[0]
     g = P * _thin(eps_t[0] / P, delta_i, dens[0] * dens[1] / 2, "product", dtype)
     g0 = 0
     if biases:
@@ -145,7 +164,7 @@ def _layout(lay, dens, eps_t, delta_i, P, biases, sides1, dtype):
              "bias": _cap(eps_t[0] / P, delta_i, "product", dtype), "const": _cap(eps_t[0], delta_i, "product", dtype)}]
     r, cc = [], []
     for l in range(2, L + 1):  # source layer l carries target layer l-1; its candidates serve target layer l
-        p, e = dens[l], eps_t[l - 1]
+        p, e, P = dens[l], eps_t[l - 1], Ps[l - 1]
         rl = P * _thin(e / P, delta_i, p, "uniform", dtype)
         cl = max(P * _thin(e / P, delta_i, p, "uniform", dtype), _thin(e, delta_i, p, "uniform", dtype)) if biases else 0
         r.append(rl)
@@ -160,12 +179,13 @@ def _layout(lay, dens, eps_t, delta_i, P, biases, sides1, dtype):
     ticket = 0.0
     for t in range(1, L + 1):
         sides = sides1 if t == 1 else 1
+        P = Ps[t - 1]
         count += sides * P * R[t + 1] * V[t - 1]
         if biases:
             count += P * R[t + 1] + C[t + 1]
         ticket += (R[t + 1] * V[t - 1] * sides * caps[t - 1]["weight"] * P
                    + (R[t + 1] + C[t + 1]) * (caps[t - 1]["bias"] * P if biases else 0))
-    ticket += min(g * V[0], sides1 * R[2] * V[0] * caps[0]["weight"] * P)  # lifting entries (one per used channel)
+    ticket += min(g * V[0], sides1 * R[2] * V[0] * caps[0]["weight"] * Ps[0])  # lifting entries (one per used channel)
     groups = {"g": g, "g0": g0, "r": tuple(r), "c": tuple(cc)}
     return groups, tuple(cand), tuple(caps), tuple(channels), count, ticket
 
@@ -185,8 +205,8 @@ def conv_lplus1_widths(layers, density, delta, *, eps=None, instance_eps=None, s
     L = len(lay)
     dens = per_layer_densities(density, L + 1)
     delta = check_open_unit(delta, "delta")
-    wb = check_positive_real(weight_bound, "weight_bound")
-    P = weight_parts(wb)
+    wb = _weight_bounds(weight_bound, L)
+    P = tuple(weight_parts(w) for w in wb)
     biases = bool(biases)
     sides1 = 2 if bool(signed_input) else 1
     a, b = float(box[0]), float(box[1])
@@ -216,7 +236,7 @@ def conv_lplus1_widths(layers, density, delta, *, eps=None, instance_eps=None, s
     extra = 1 if biases else 0
 
     def amps_for(caps):
-        return [1.0] + [float((lay[t - 1].fan_in + extra) * caps[t - 1]["weight"] * P) for t in range(2, L + 1)]
+        return [1.0] + [float((lay[t - 1].fan_in + extra) * caps[t - 1]["weight"] * P[t - 1]) for t in range(2, L + 1)]
 
     def fixed_point(dtype):
         delta_i = delta / (4.0 * sum(layer.fan_in * layer.fan_out for layer in lay))
@@ -229,7 +249,8 @@ def conv_lplus1_widths(layers, density, delta, *, eps=None, instance_eps=None, s
                 for t in range(L, 0, -1):
                     eps_list[t - 1] = backward_layer_tolerance(eps, L, bounds[t - 1], prod)
                     if t > 1:
-                        prod *= (lay[t - 1].fan_in + extra) * _cap(eps_list[t - 1] / P, delta_i, "uniform", dtype) * P
+                        prod *= ((lay[t - 1].fan_in + extra) * _cap(eps_list[t - 1] / P[t - 1], delta_i, "uniform", dtype)
+                                 * P[t - 1])
                 eps_t = tuple(eps_list)
             layout = _layout(lay, dens, eps_t, delta_i, P, biases, sides1, dtype)
             new_delta = delta / layout[4]
@@ -241,18 +262,18 @@ def conv_lplus1_widths(layers, density, delta, *, eps=None, instance_eps=None, s
     if source_dtype is None:  # float32 when its resolution costs at most half of every tolerance, else float64
         eps_t, delta_i, layout = fixed_point("float64")
         dtype = "float64"
-        if min(eps_t) / P >= FLOAT32_MIN_TOLERANCE:
+        if min(e / p for e, p in zip(eps_t, P)) >= FLOAT32_MIN_TOLERANCE:
             try:
                 eps32, delta32, layout32 = fixed_point("float32")
             except ValueError:
                 eps32 = None
-            if eps32 is not None and min(eps32) / P >= FLOAT32_MIN_TOLERANCE:
+            if eps32 is not None and min(e / p for e, p in zip(eps32, P)) >= FLOAT32_MIN_TOLERANCE:
                 eps_t, delta_i, layout, dtype = eps32, delta32, layout32, "float32"
     else:
         dtype = check_choice(source_dtype, "source_dtype", ("float32", "float64"))
         eps_t, delta_i, layout = fixed_point(dtype)
     groups, cand, caps, channels, count, ticket = layout
-    blocks = _search_blocks("l+1", eps_t, delta_i, P, dtype)
+    blocks = tuple(_search_blocks("l+1", eps_t, delta_i, p, dtype)[t] for t, p in enumerate(P))
     amps = tuple(amps_for(caps))
     if split == "forward":
         check = forward_tolerance_split(eps, bounds, amps)

@@ -108,7 +108,8 @@ def test_certificate_is_within_eps_when_every_instance_succeeds(eps_ticket, sign
     for rep, sides in ((report, 1), (signed_ticket[1], 2)):
         gr = rep.groups
         R = gr["r"][0] * 2
-        assert rep.layers[0]["instances"] == sides * gr["P"] * R * 9 + gr["P"] * R + gr["c"][0]
+        P = gr["P"][0]
+        assert rep.layers[0]["instances"] == sides * P * R * 9 + P * R + gr["c"][0]
 
 
 def test_torch_module_equals_the_numpy_forward(signed_ticket):

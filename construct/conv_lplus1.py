@@ -268,7 +268,7 @@ def _parts(ids: np.ndarray, select: np.ndarray, P: int) -> np.ndarray:
     return np.stack([np.pad(p, (0, wmax - p.size), constant_values=-1) for p in parts])
 
 
-def _cap(caps, key):
+def _plan(caps, key):
     return caps[key] if caps is not None else None
 
 
@@ -307,14 +307,14 @@ def _solve_layer1(wl, source, groups, eps_t, caps):
     width = max(x.shape[1] for x in grp)
     grp = np.concatenate([np.pad(x, ((0, 0), (0, width - x.shape[1])), constant_values=-1) for x in grp])
     targets = wl.dense[neuron][:, np.concatenate(vv)] * np.concatenate(sgn)[None, :] / P
-    errs.append((_solve_collect(layer, rows, grp, scale, targets, eps_t / P, _cap(caps, "weight"), chosen), eps_t / P))
+    errs.append((_solve_collect(layer, rows, grp, scale, targets, eps_t / P, _plan(caps, "weight"), chosen), eps_t / P))
     if g0 and wl.has_bias:
         bias_ids = _parts(b0, beta > 0, P)
         errs.append((_solve_collect(layer, rows, bias_ids, scale, np.repeat(wl.bias[neuron][:, None] / P, P, axis=1),
-                                    eps_t / P, _cap(caps, "bias"), chosen), eps_t / P))
+                                    eps_t / P, _plan(caps, "bias"), chosen), eps_t / P))
     if c and g0:
         one = compact_groups(b0[None, :], (beta > 0)[None, :])
-        errs.append((_solve_collect(layer, const_rows, one, scale, np.ones((c, 1)), eps_t, _cap(caps, "const"), chosen),
+        errs.append((_solve_collect(layer, const_rows, one, scale, np.ones((c, 1)), eps_t, _plan(caps, "const"), chosen),
                      eps_t))
     elif c:
         errs.append((np.ones((c, 1)), eps_t))
@@ -337,17 +337,17 @@ def _solve_next(wl, t, layer, groups, K, kstar, eps_t, caps):
     chosen, errs = [], []
     grp = np.concatenate([cols[:, q::P] for q in range(P)])
     errs.append((_solve_collect(layer, rows, grp, scale, np.tile(wl.dense[neuron] / P, (1, P)), eps_t / P,
-                                _cap(caps, "weight"), chosen), eps_t / P))
+                                _plan(caps, "weight"), chosen), eps_t / P))
     ccols = (r_in * C + np.arange(c_in)) * K + (kstar or 0)
     if c_in and wl.has_bias:
         bias_ids = _parts(ccols, np.ones(c_in, dtype=bool), P)
         errs.append((_solve_collect(layer, rows, bias_ids, scale, np.repeat(wl.bias[neuron][:, None] / P, P, axis=1),
-                                    eps_t / P, _cap(caps, "bias"), chosen), eps_t / P))
+                                    eps_t / P, _plan(caps, "bias"), chosen), eps_t / P))
     elif wl.has_bias:
         errs.append((np.abs(wl.bias[neuron])[:, None], eps_t / P))
     if c and c_in:
         errs.append((_solve_collect(layer, const_rows, ccols[None, :], scale, np.ones((c, 1)), eps_t,
-                                    _cap(caps, "const"), chosen), eps_t))
+                                    _plan(caps, "const"), chosen), eps_t))
     elif c:
         errs.append((np.ones((c, 1)), eps_t))
     return chosen, errs

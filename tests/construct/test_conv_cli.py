@@ -73,7 +73,7 @@ def test_strong_l_plus_1_of_a_model_factory_and_its_refusals(tmp_path):
     assert rep["target"]["batchnorm_folded"] == [{"batchnorm": "1", "into": "0"}]
     for extra, needle in ((("--weight-eps", "0.05", "--out", str(tmp_path / "t.npz")), "cannot be saved yet"),
                           (("--weight-eps", "0.05", "--density-scheme", "erk"), "density-scheme"),
-                          (("--eps", "1e-6"), "the exact solver searches at most 40")):
+                          (("--eps", "1e-8"), "the exact solver searches at most 40")):
         bad = _run(*base, *extra)
         assert bad.returncode == 2 and needle in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
 

@@ -476,7 +476,7 @@ def _assemble(target, source, groups, solved, kstars, Bv) -> tuple:
             kind, kernel, stride, padding = wl.kind, (1, 1), (1, 1), (0, 0)
         else:
             K = blocks[wl.name]
-            r_in, c_in = groups["r"][t - 2], groups["c"][t - 2]
+            r_in = groups["r"][t - 2]
             C = V // K
             ch = cols // K
             wt = ch < r_in * C

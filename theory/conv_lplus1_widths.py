@@ -40,7 +40,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from theory.strong_widths import (FLOAT32_MIN_TOLERANCE, _blocks, _cap, _search_blocks, _thin,
+from theory.strong_widths import (FLOAT32_MIN_TOLERANCE, _cap, _search_blocks, _thin,
                                   backward_layer_tolerance, forward_tolerance_split, weight_parts)
 from theory.validation import (check_choice, check_open_unit, check_positive_int, check_positive_real,
                                check_unit_count)

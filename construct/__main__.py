@@ -350,14 +350,17 @@ def _input_shape(text):
 def _conv_target(args):
     """The ConvTarget of --target, or None for an MLP target. What the named targets cannot do is refused before
     they are trained."""
-    from construct.conv_strong import CONV_MODEL_NAMES, load_conv_target
+    from construct.conv_strong import CONV_MODEL_NAMES, RESIDUAL_MODEL_NAMES, load_conv_target
     from construct.targets import parse_box
 
     name = str(args.target).split(":", 1)[0]
     if name in CONV_MODEL_NAMES:
-        if args.command == "strong" and args.construction != "2l":
-            raise ValueError("the l+1 construction of convolutional or residual targets is not implemented: allowed "
-                             "construct strong --construction 2l")
+        if args.command == "strong" and args.construction == "l+1" and name in RESIDUAL_MODEL_NAMES:
+            raise ValueError(f"target={args.target!r} is a residual network: the l+1 construction takes plain CNNs "
+                             "only: allowed --construction 2l")
+        if args.command == "strong" and args.construction == "l+1" and args.out:  # before the target is trained
+            raise ValueError(f"out={args.out!r}: l+1 tickets of convolutional networks cannot be saved yet: allowed "
+                             "no --out (or --construction 2l)")
 
     return load_conv_target(args.target, weights=args.weights, input_shape=_input_shape(args.input_shape),
                             seed=args.seed, box=parse_box(args.box))
@@ -393,6 +396,43 @@ def _weak_conv(args, target) -> int:
     return 0
 
 
+def _lplus1_conv(args, target) -> int:
+    """``construct strong --construction l+1`` for a plain CNN (docs/math.md §9, §6)."""
+    import dataclasses
+
+    from construct.conv_lplus1 import build_conv_lplus1_ticket, conv_lplus1_accuracies, conv_lplus1_attack
+
+    check_open_unit(args.delta, "delta")
+    check_positive_int(args.seed, "seed", minimum=0)
+    if args.out:
+        raise ValueError(f"out={args.out!r}: l+1 tickets of convolutional networks cannot be saved yet: allowed no "
+                         "--out (or --construction 2l)")
+    if args.density_scheme != "uniform":
+        raise ValueError(f"density-scheme={args.density_scheme!r}: the l+1 construction of a CNN takes one density or "
+                         "one per source layer: allowed --density-scheme uniform")
+    progress = make_progress(args.progress, "construct strong")
+    try:
+        ticket, report = build_conv_lplus1_ticket(target, target.input_shape, _densities(args.density), args.delta,
+                                                  args.seed, eps=args.eps, weight_eps=args.weight_eps, box=target.box,
+                                                  width_multiplier=args.width_multiplier,
+                                                  samples=256 if args.samples is None else args.samples,
+                                                  max_memory=_budget(args), progress=progress)
+    finally:
+        progress.close()
+    extra = {}
+    if args.bounds:
+        report = dataclasses.replace(report, attacked_error=conv_lplus1_attack(ticket, seed=args.seed))
+    if str(args.target).startswith("digits-"):
+        from construct.conv_targets import digits_data
+
+        d = digits_data(0)
+        extra.update(conv_lplus1_accuracies(ticket, d.x_test, d.y_test))
+    if extra:
+        report = dataclasses.replace(report, extra=extra)
+    print(dumps(report) if args.json else str(report))
+    return 0
+
+
 def _strong_conv(args, target) -> int:
     """``construct strong`` for a convolutional or residual target (docs/math.md §9)."""
     import dataclasses
@@ -401,9 +441,8 @@ def _strong_conv(args, target) -> int:
 
     if args.command == "weak":
         return _weak_conv(args, target)
-    if args.construction != "2l":
-        raise ValueError("the l+1 construction of convolutional or residual targets is not implemented: allowed "
-                         "construct strong --construction 2l")
+    if args.construction == "l+1":
+        return _lplus1_conv(args, target)
     check_open_unit(args.delta, "delta")
     check_positive_int(args.seed, "seed", minimum=0)
     density = _densities(args.density)

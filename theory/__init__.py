@@ -20,6 +20,7 @@ from theory.weak_widths import WeakWidths, weak_widths
 from theory.conv_widths import ConvStrongWidths, GraphNode, conv_strong_widths, nodes_from_description
 from theory.conv_weak_widths import ConvWeakWidths, conv_weak_widths
 from theory.conv_weak_widths import ConvWeakGraphWidths, conv_weak_graph_widths
+from theory.conv_lplus1_widths import ConvLPlus1Widths, conv_lplus1_widths
 
 __version__ = "0.1.0"
 
@@ -34,4 +35,5 @@ __all__ = [
     "layer_densities", "LayerDensities",
     "conv_strong_widths", "ConvStrongWidths", "GraphNode", "nodes_from_description", "conv_weak_widths", "ConvWeakWidths",
     "conv_weak_graph_widths", "ConvWeakGraphWidths",
+    "conv_lplus1_widths", "ConvLPlus1Widths",
 ]

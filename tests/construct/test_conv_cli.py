@@ -46,7 +46,7 @@ def test_model_factory_with_input_shape(tmp_path):
 
 
 @pytest.mark.parametrize("args,needle", [
-    (("strong", "--target", "digits-cnn", "--weight-eps", "0.01", "--construction", "l+1"), "l+1"),
+    (("strong", "--target", "digits-resnet", "--weight-eps", "0.01", "--construction", "l+1"), "--construction 2l"),
     (("strong", "--target", "random:3,3,2", "--eps", "0.1", "--input-shape", "1,2,2"), "input-shape"),
     (("strong", "--target", "digits-cnn", "--weight-eps", "0.01", "--input-shape", "3,32,32"), "input_shape"),
     (("strong", "--target", "resnet17", "--weight-eps", "0.01"), "resnet17"),
@@ -55,6 +55,26 @@ def test_refusals_are_one_line_exit_2(args, needle):
     proc = _run(*args, "--progress", "none")
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert needle in proc.stderr and len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+def test_strong_l_plus_1_of_a_model_factory_and_its_refusals(tmp_path):
+    """``--construction l+1`` builds a plain CNN's L+1 ticket (docs/math.md §9); ``--out`` is refused in one line."""
+    path = tmp_path / "model.py"
+    path.write_text(FACTORY)
+    spec = f"{path}:make"
+    base = ("strong", "--construction", "l+1", "--target", spec, "--input-shape", "1,6,6", "--density", "0.5",
+            "--progress", "none", "--samples", "16", "--no-bounds")
+    proc = _run(*base, "--weight-eps", "0.05", "--json")
+    assert proc.returncode == 0, proc.stderr
+    rep = json.loads(proc.stdout)
+    assert rep["construction"] == "l+1" and rep["success"] and rep["attacked_error"] is None
+    assert rep["sampled_error"] <= rep["certificate"]
+    assert rep["target"]["batchnorm_folded"] == [{"batchnorm": "1", "into": "0"}]
+    for extra, needle in ((("--weight-eps", "0.05", "--out", str(tmp_path / "t.npz")), "cannot be saved yet"),
+                          (("--weight-eps", "0.05", "--density-scheme", "erk"), "density-scheme"),
+                          (("--eps", "1e-8"), "the exact solver searches at most 40")):
+        bad = _run(*base, *extra)
+        assert bad.returncode == 2 and needle in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
 
 
 def test_bench_resnet18_at_a_small_width():

@@ -100,12 +100,16 @@ def conv_ticket_arrays(ticket) -> dict:
     return arrays
 
 
-def save_conv_ticket(path, ticket) -> None:
-    """Write the ticket to ``path`` as npz (atomically: a temporary file renamed into place; no pickle)."""
-    arrays = conv_ticket_arrays(ticket)
+def write_npz(path, arrays: dict) -> None:
+    """Write ``arrays`` to ``path`` as npz, atomically (a temporary file renamed into place; no pickle)."""
     with atomic_path(path, suffix=".npz") as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
+
+
+def save_conv_ticket(path, ticket) -> None:
+    """Write the ticket to ``path`` as npz (atomically: a temporary file renamed into place; no pickle)."""
+    write_npz(path, conv_ticket_arrays(ticket))
 
 
 # ----------------------------------------------------------------------------------------------------- loading
@@ -372,10 +376,7 @@ def conv_target_arrays(target) -> dict:
 def save_conv_target(path, target) -> None:
     """Write a convolutional target (a :class:`construct.conv_target.ConvTarget`, BatchNorm folded) as an npz target
     file (atomically; no pickle)."""
-    arrays = conv_target_arrays(target)
-    with atomic_path(path, suffix=".npz") as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
+    write_npz(path, conv_target_arrays(target))
 
 
 def is_conv_target_file(path) -> bool:

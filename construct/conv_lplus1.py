@@ -54,8 +54,8 @@ import numpy as np
 from construct.conv_source import IntermediateLayer
 from construct.conv_target import ConvTarget, conv_target, value_shapes
 from construct.conv_ticket import channel_bounds
-from construct.conv_weak import (WeakConvLayer, _input_blocks, _virtual_bounds, _widest_value, conv_weak_forward,
-                                 conv_weak_sampled_error, plain_chain, restricted_weights)
+from construct.conv_weak import (ConvWeakSource, WeakConvLayer, _input_blocks, _virtual_bounds, _widest_value,
+                                 conv_weak_forward, conv_weak_sampled_error, plain_chain, restricted_weights)
 from construct.instances import solve_instances
 from construct.source import SourceLayer
 from construct.strong_common import compact_groups, scaled_group
@@ -75,25 +75,12 @@ _START_TAG = 0xA77AD
 
 # ------------------------------------------------------------------------------------------------ data structures
 @dataclass
-class ConvLPlus1Source:
+class ConvLPlus1Source(ConvWeakSource):
     """The seeded source: the lifting (:class:`IntermediateLayer`, only its dedicated entries and biases are drawn)
-    and source layers 2..L+1 (:class:`SourceLayer`, index ℓ), drawn block by block where read."""
+    and source layers 2..L+1 (:class:`SourceLayer`, index ℓ), drawn block by block where read — the weak source's
+    layout (:class:`construct.conv_weak.ConvWeakSource`) with weights in ``dtype``."""
 
-    lifting: IntermediateLayer
-    layers: tuple
-    seed: int
-    dtype: str
-
-    @property
-    def densities(self) -> tuple:
-        return (self.lifting.density,) + tuple(layer.density for layer in self.layers)
-
-    @property
-    def params(self) -> int:
-        return int(self.lifting.params + sum(layer.params for layer in self.layers))
-
-    def expected_kept(self) -> float:
-        return float(self.lifting.density * self.lifting.params + sum(l.density * l.params for l in self.layers))
+    dtype: str = "float32"
 
 
 @dataclass(frozen=True)

@@ -457,23 +457,44 @@ class WeakErrorSample:
         return asdict(self)
 
 
+def sampled_error_of(ticket, forward, widest: int, *, samples: int, seed: int, batch: int) -> WeakErrorSample:
+    """max |forward(x) − target(x)| over ``samples`` inputs drawn uniformly from the target's box (the stream
+    (seed, tag) of every weak conv ticket), and that error over max |target(x)| (the absolute one if the target is
+    0); batches of at most ``batch`` inputs, fewer when ``widest`` entries per input would exceed 2^24 per batch."""
+    a, b = ticket.target.box
+    batch = max(1, min(int(batch), _WINDOW_ENTRIES // widest))
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), _SAMPLE_TAG]))
+    worst = scale = 0.0
+    for i in range(0, samples, batch):
+        x = rng.uniform(a, b, size=(min(batch, samples - i),) + tuple(ticket.target.input_shape))
+        y = ticket.target.forward(x)
+        worst = max(worst, float(np.abs(forward(x) - y).max(initial=0.0)))
+        scale = max(scale, float(np.abs(y).max(initial=0.0)))
+    return WeakErrorSample(worst, worst / scale if scale > 0 else worst, scale, int(samples))
+
+
+def accuracies_of(ticket, forward, widest: int, x: np.ndarray, labels) -> dict:
+    """Accuracy of the target and of ``forward`` (argmax of the outputs) on images x with integer ``labels``, and how
+    many predictions differ (the keys of :func:`construct.conv_strong.digits_accuracies`)."""
+    labels = np.asarray(labels)
+    batch = max(1, _WINDOW_ENTRIES // widest)
+    target_pred = np.concatenate([ticket.target.forward(x[i:i + batch]).argmax(axis=1)
+                                  for i in range(0, len(x), batch)])
+    ticket_pred = np.concatenate([forward(x[i:i + batch]).argmax(axis=1) for i in range(0, len(x), batch)])
+    return {"digits test accuracy (target)": float(np.mean(target_pred == labels)),
+            "digits test accuracy (ticket)": float(np.mean(ticket_pred == labels)),
+            "test predictions that differ": int(np.sum(target_pred != ticket_pred))}
+
+
 def conv_weak_sampled_error(ticket: ConvWeakTicket, *, samples: int = 256, seed: int = 0, weights=None,
                             batch: int = 32) -> WeakErrorSample:
     """max |ticket(x) − target(x)| over ``samples`` inputs drawn uniformly from the box (seeded), and that error
     divided by max |target(x)| over the same inputs (the relative error; the absolute one if the target is 0).
     Inputs go through in batches of at most ``batch``, fewer when the widest computed value would exceed 2^24
     float64 entries per batch."""
-    a, b = ticket.target.box
-    batch = max(1, min(int(batch), _WINDOW_ENTRIES // _widest_value(ticket)))
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed), _SAMPLE_TAG]))
     weights = weights if weights is not None else restricted_weights(ticket)
-    worst = scale = 0.0
-    for i in range(0, samples, batch):
-        x = rng.uniform(a, b, size=(min(batch, samples - i),) + tuple(ticket.target.input_shape))
-        y = ticket.target.forward(x)
-        worst = max(worst, float(np.abs(conv_weak_forward(ticket, x, weights) - y).max(initial=0.0)))
-        scale = max(scale, float(np.abs(y).max(initial=0.0)))
-    return WeakErrorSample(worst, worst / scale if scale > 0 else worst, scale, int(samples))
+    return sampled_error_of(ticket, lambda x: conv_weak_forward(ticket, x, weights), _widest_value(ticket),
+                            samples=samples, seed=seed, batch=batch)
 
 
 def conv_weak_accuracies(ticket: ConvWeakTicket, x: np.ndarray, labels) -> dict:
@@ -483,16 +504,8 @@ def conv_weak_accuracies(ticket: ConvWeakTicket, x: np.ndarray, labels) -> dict:
         from construct.conv_weak_residual import residual_weak_accuracies
 
         return residual_weak_accuracies(ticket, x, labels)
-    labels = np.asarray(labels)
     weights = restricted_weights(ticket)
-    batch = max(1, _WINDOW_ENTRIES // _widest_value(ticket))
-    target_pred = np.concatenate([ticket.target.forward(x[i:i + batch]).argmax(axis=1)
-                                  for i in range(0, len(x), batch)])
-    ticket_pred = np.concatenate([conv_weak_forward(ticket, x[i:i + batch], weights).argmax(axis=1)
-                                  for i in range(0, len(x), batch)])
-    return {"digits test accuracy (target)": float(np.mean(target_pred == labels)),
-            "digits test accuracy (ticket)": float(np.mean(ticket_pred == labels)),
-            "test predictions that differ": int(np.sum(target_pred != ticket_pred))}
+    return accuracies_of(ticket, lambda h: conv_weak_forward(ticket, h, weights), _widest_value(ticket), x, labels)
 
 
 # ------------------------------------------------------------------------------------------------ memory, report

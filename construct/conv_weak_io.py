@@ -34,8 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from construct.conv_io import (_array, _is_int, _is_number, _json, _open, _package_version, _records,
-                               conv_target_arrays)
-from theory.atomic import atomic_path
+                               conv_target_arrays, write_npz)
 
 __all__ = ["CONSTRUCTION", "FORMAT_VERSION", "weak_conv_ticket_arrays", "save_weak_conv_ticket",
            "is_weak_conv_ticket_file", "load_weak_conv_ticket", "WeakVerifyResult", "verify_weak_conv_ticket"]
@@ -80,10 +79,7 @@ def weak_conv_ticket_arrays(ticket) -> dict:
 
 def save_weak_conv_ticket(path, ticket) -> None:
     """Write the weak ticket to ``path`` as npz (atomically; no pickle)."""
-    arrays = weak_conv_ticket_arrays(ticket)
-    with atomic_path(path, suffix=".npz") as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
+    write_npz(path, weak_conv_ticket_arrays(ticket))
 
 
 def is_weak_conv_ticket_file(path) -> bool:

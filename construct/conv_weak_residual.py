@@ -35,7 +35,8 @@ from construct.conv_source import IntermediateLayer
 from construct.conv_target import ConvTarget, conv_target, value_shapes
 from construct.conv_ticket import channel_bounds
 from construct.conv_weak import (_WINDOW_ENTRIES, ConvWeakReport, WeakConvLayer, WeakErrorSample, _apply,
-                                 _input_blocks, _layer2, _layer_next, _restricted, _virtual_bounds)
+                                 _input_blocks, _layer2, _layer_next, _restricted, _virtual_bounds, accuracies_of,
+                                 sampled_error_of)
 from construct.source import SourceLayer
 from construct.strong_common import scaled_count
 from theory.conv_weak_widths import conv_weak_graph_widths
@@ -45,7 +46,6 @@ __all__ = ["CopyClasses", "copy_classes", "ResidualWeakTicket", "plan_residual_w
            "residual_weak_sampled_error", "residual_weak_accuracies", "residual_weak_build_bytes",
            "build_residual_weak_ticket", "has_residual"]
 
-_SAMPLE_TAG = 0x3EA4  # the plain construction's sample stream: same seed, same inputs
 
 
 def has_residual(target: ConvTarget) -> bool:
@@ -343,32 +343,17 @@ def residual_weak_sampled_error(ticket: ResidualWeakTicket, *, samples: int = 25
                                 batch: int = 32) -> WeakErrorSample:
     """max |ticket(x) − target(x)| over ``samples`` inputs drawn uniformly from the box (the stream of
     :func:`construct.conv_weak.conv_weak_sampled_error`), and the relative error."""
-    a, b = ticket.target.box
-    batch = max(1, min(int(batch), _WINDOW_ENTRIES // _widest_value(ticket)))
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed), _SAMPLE_TAG]))
     weights = weights if weights is not None else restricted_weights(ticket)
-    worst = scale = 0.0
-    for i in range(0, samples, batch):
-        x = rng.uniform(a, b, size=(min(batch, samples - i),) + tuple(ticket.target.input_shape))
-        y = ticket.target.forward(x)
-        worst = max(worst, float(np.abs(residual_weak_forward(ticket, x, weights) - y).max(initial=0.0)))
-        scale = max(scale, float(np.abs(y).max(initial=0.0)))
-    return WeakErrorSample(worst, worst / scale if scale > 0 else worst, scale, int(samples))
+    return sampled_error_of(ticket, lambda x: residual_weak_forward(ticket, x, weights), _widest_value(ticket),
+                            samples=samples, seed=seed, batch=batch)
 
 
 def residual_weak_accuracies(ticket: ResidualWeakTicket, x: np.ndarray, labels) -> dict:
     """Accuracy of the target and of the ticket on images x with integer ``labels``, and how many predictions
     differ (the keys of :func:`construct.conv_weak.conv_weak_accuracies`)."""
-    labels = np.asarray(labels)
     weights = restricted_weights(ticket)
-    batch = max(1, _WINDOW_ENTRIES // _widest_value(ticket))
-    target_pred = np.concatenate([ticket.target.forward(x[i:i + batch]).argmax(axis=1)
-                                  for i in range(0, len(x), batch)])
-    ticket_pred = np.concatenate([residual_weak_forward(ticket, x[i:i + batch], weights).argmax(axis=1)
-                                  for i in range(0, len(x), batch)])
-    return {"digits test accuracy (target)": float(np.mean(target_pred == labels)),
-            "digits test accuracy (ticket)": float(np.mean(ticket_pred == labels)),
-            "test predictions that differ": int(np.sum(target_pred != ticket_pred))}
+    return accuracies_of(ticket, lambda h: residual_weak_forward(ticket, h, weights), _widest_value(ticket), x,
+                         labels)
 
 
 def build_residual_weak_ticket(model, input_shape, density, delta: float, seed: int, *, box=(-1.0, 1.0),

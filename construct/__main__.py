@@ -54,7 +54,9 @@ def _common(p):
                         "(computed on the source shapes at uniform density; default uniform)")
     p.add_argument("--delta", type=float, default=0.1, help="failure probability δ in (0, 1) (default 0.1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the source (and of a random target) (default 0)")
-    p.add_argument("--box", default="-1,1", help="input box a,b: inputs in [a, b]^n0 (default -1,1)")
+    p.add_argument("--box", default=None,
+                   help="input box a,b: inputs in [a, b]^n0 (default: 0,1 for the digits targets — the range of "
+                        "their pixels — and -1,1 otherwise)")
     p.add_argument("--width-multiplier", type=float, default=1.0,
                    help="multiply theory's group sizes (g, r_t, k_t, ...) by this factor (default 1)")
     p.add_argument("--weight-law", default="uniform", choices=("uniform", "normal"),
@@ -176,10 +178,23 @@ def _check_samples(samples, inputs: int, budget) -> int:
     return samples
 
 
-def _resolve_densities(args, construction):
-    from construct.targets import check_target_range, load_target, parse_box
+#: named targets whose inputs are digits pixels in [0, 1]: their default box
+_DIGITS_TARGETS = ("digits", "digits-cnn", "digits-resnet")
 
-    box = parse_box(args.box)
+
+def _box(args) -> tuple[float, float]:
+    """--box, or the target's own input range when it is not given ([0, 1] for the digits targets, else [−1, 1])."""
+    from construct.targets import parse_box
+
+    if args.box is not None:
+        return parse_box(args.box)
+    return (0.0, 1.0) if str(args.target).split(":", 1)[0] in _DIGITS_TARGETS else (-1.0, 1.0)
+
+
+def _resolve_densities(args, construction):
+    from construct.targets import check_target_range, load_target
+
+    box = _box(args)
     check_open_unit(args.delta, "delta")
     check_positive_int(args.seed, "seed", minimum=0)
     budget = _budget(args)
@@ -351,7 +366,6 @@ def _conv_target(args):
     """The ConvTarget of --target, or None for an MLP target. What the named targets cannot do is refused before
     they are trained."""
     from construct.conv_strong import CONV_MODEL_NAMES, RESIDUAL_MODEL_NAMES, load_conv_target
-    from construct.targets import parse_box
 
     name = str(args.target).split(":", 1)[0]
     if name in CONV_MODEL_NAMES:
@@ -363,7 +377,7 @@ def _conv_target(args):
                              "no --out (or --construction 2l)")
 
     return load_conv_target(args.target, weights=args.weights, input_shape=_input_shape(args.input_shape),
-                            seed=args.seed, box=parse_box(args.box))
+                            seed=args.seed, box=_box(args))
 
 
 def _weak_conv(args, target) -> int:

@@ -127,7 +127,8 @@ class ConvTarget:
         return architecture_forward(self.architecture, x)
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "input_shape": list(self.input_shape), "params": self.params,
+        return {"name": self.name, "input_shape": list(self.input_shape), "box": [float(v) for v in self.box],
+                "params": self.params,
                 "weighted_layers": [w.describe() for w in self.weighted],
                 "batchnorm_folded": [{"batchnorm": bn, "into": conv} for bn, conv in self.folded],
                 "layers": [{"kind": r.kind, "name": r.name, "inputs": list(r.inputs)} for r in self.architecture.layers]}

@@ -122,3 +122,13 @@ def test_weak_digits_resnet_is_exact_and_keeps_every_prediction():
                  or "predictions that differ" in line)
     assert lines["digits test accuracy (ticket)"] == lines["digits test accuracy (target)"]
     assert lines["test predictions that differ"] == "0"
+
+
+def test_the_digits_targets_default_to_their_pixel_box():
+    proc = _run("weak", "--target", "digits-cnn", "--density", "0.5", "--seed", "1", "--samples", "4", "--progress",
+                "none", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["target"]["box"] == [0.0, 1.0]
+    given = _run("weak", "--target", "digits-cnn", "--density", "0.5", "--seed", "1", "--samples", "4", "--progress",
+                 "none", "--json", "--box=-1,1")
+    assert json.loads(given.stdout)["target"]["box"] == [-1.0, 1.0]

@@ -311,6 +311,27 @@ def _open(path):
         raise ValueError(f"{path}: not a valid npz file ({msg})") from None
 
 
+def stored_target(data, path):
+    """The folded :class:`construct.conv_target.ConvTarget` a ticket file stores (``architecture``, the target
+    arrays, ``input_shape`` and ``box``), every key validated; one-line ValueErrors naming the key."""
+    from construct.architecture import Architecture
+    from construct.conv_target import conv_target
+
+    name, records = _records(data, path)
+    shape = _array(data, "input_shape", path, np.int64, 1)
+    if shape.size not in (1, 3) or shape.min() < 1 or shape.max() > 2 ** 31:
+        raise ValueError(f"{path}: input_shape={shape.tolist()}: allowed (channels, H, W) or (features,), "
+                         "positive integers")
+    box = _array(data, "box", path, np.float64, 1, (2,))
+    if not box[0] < box[1]:
+        raise ValueError(f"{path}: box={box.tolist()}: allowed a < b")
+    try:
+        return conv_target(Architecture(tuple(records), name=name), tuple(int(s) for s in shape),
+                           box=(float(box[0]), float(box[1])), name=name)
+    except ValueError as exc:
+        raise ValueError(f"{path}: architecture: {exc}") from None
+
+
 def is_conv_ticket_file(path) -> bool:
     """True iff ``path`` is an npz whose meta says construction "2l-conv" (nothing else is validated)."""
     try:
@@ -324,9 +345,7 @@ def load_conv_ticket(path):
     """Read and validate a 2L conv ticket npz (module docstring); the source is regenerated lazily from its
     description (nothing is drawn here). Returns a :class:`construct.conv_ticket.ConvTicket` whose ``meta`` is the
     file's meta. A malformed file raises a one-line ``ValueError`` naming the key."""
-    from construct.architecture import Architecture
     from construct.conv_source import sample_conv_source
-    from construct.conv_target import conv_target
     from construct.conv_ticket import ConvTicket
 
     data = _open(path)
@@ -334,19 +353,7 @@ def load_conv_ticket(path):
         with data:
             meta = _json(data, "meta", path)
             _check_meta(meta, path)
-            name, records = _records(data, path)
-            shape = _array(data, "input_shape", path, np.int64, 1)
-            if shape.size not in (1, 3) or shape.min() < 1 or shape.max() > 2 ** 31:
-                raise ValueError(f"{path}: input_shape={shape.tolist()}: allowed (channels, H, W) or (features,), "
-                                 "positive integers")
-            box = _array(data, "box", path, np.float64, 1, (2,))
-            if not box[0] < box[1]:
-                raise ValueError(f"{path}: box={box.tolist()}: allowed a < b")
-            try:
-                arch = Architecture(tuple(records), name=name)
-                target = conv_target(arch, tuple(int(s) for s in shape), box=(float(box[0]), float(box[1])), name=name)
-            except ValueError as exc:
-                raise ValueError(f"{path}: architecture: {exc}") from None
+            target = stored_target(data, path)
             if target.folded:
                 raise ValueError(f"{path}: architecture contains BatchNorm: allowed the folded target")
             seed, dtype, dens, layers = _source(data, path, target.weighted)

@@ -592,6 +592,21 @@ class ConvWeakReport:
         return "\n".join(lines)
 
 
+def report_rows(ticket, counts) -> list:
+    """The per-source-layer rows of a weak conv report (plain or residual ticket): channels, computed channels,
+    needed and missing edges (``counts``: per weighted layer (needed, missing)), kept entries, certified error."""
+    lift = ticket.layers[0]
+    rows = [{"source_layer": 1, "carries": lift.carries, "kind": lift.kind, "channels": lift.n_rows,
+             "computed": int(lift.active.size), "needed": 0, "missing": 0, "kept": lift.kept,
+             "certificate_error": 0.0}]
+    for layer, (inst, fail) in zip(ticket.layers[1:], counts):
+        rows.append({"source_layer": layer.index, "carries": layer.carries, "kind": layer.kind,
+                     "channels": layer.n_rows, "computed": int(layer.active.size), "needed": int(inst),
+                     "missing": int(fail), "kept": layer.kept,
+                     "certificate_error": float(layer.error[layer.active].max(initial=0.0))})
+    return rows
+
+
 # ------------------------------------------------------------------------------------------------ orchestration
 def build_conv_weak_ticket(model, input_shape, density, delta: float, seed: int, *, box=(-1.0, 1.0),
                            width_multiplier: float = 1.0, samples: int = 256, max_memory=None, progress=None,
@@ -630,14 +645,7 @@ def build_conv_weak_ticket(model, input_shape, density, delta: float, seed: int,
     if progress is not None:
         progress.step(f"sampled error {err.sampled_error:.3e} over {samples:,} inputs")
     failures = sum(f for _, f in counts)
-    rows = [{"source_layer": 1, "carries": ticket.layers[0].carries, "kind": ticket.layers[0].kind,
-             "channels": ticket.layers[0].n_rows, "computed": int(ticket.layers[0].active.size), "needed": 0,
-             "missing": 0, "kept": ticket.layers[0].kept, "certificate_error": 0.0}]
-    for layer, (inst, fail) in zip(ticket.layers[1:], counts):
-        rows.append({"source_layer": layer.index, "carries": layer.carries, "kind": layer.kind,
-                     "channels": layer.n_rows, "computed": int(layer.active.size), "needed": int(inst),
-                     "missing": int(fail), "kept": layer.kept,
-                     "certificate_error": float(layer.error[layer.active].max(initial=0.0))})
+    rows = report_rows(ticket, counts)
     meta = {"construction": "weak-conv", "target": target.name, "densities": list(ww.densities), "delta": delta,
             "seed": seed, "box": list(target.box), "input_shape": list(target.input_shape), "lifting_group": g,
             "copies": list(copies), "certificate": ticket.certificate, "sampled_error": err.sampled_error,

@@ -33,8 +33,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from construct.conv_io import (_array, _is_int, _is_number, _json, _open, _package_version, _records,
-                               conv_target_arrays, write_npz)
+from construct.conv_io import (_array, _is_int, _is_number, _json, _open, _package_version, conv_target_arrays,
+                               stored_target, write_npz)
 
 __all__ = ["CONSTRUCTION", "FORMAT_VERSION", "weak_conv_ticket_arrays", "save_weak_conv_ticket",
            "is_weak_conv_ticket_file", "load_weak_conv_ticket", "WeakVerifyResult", "verify_weak_conv_ticket"]
@@ -136,8 +136,6 @@ def load_weak_conv_ticket(path) -> WeakTicketFile:
     """Read and validate a weak conv ticket file (module docstring): every key's dtype, shape, index range and
     order, finite values, JSON types; a malformed file raises a one-line ``ValueError`` naming the key. The claims
     are not judged here (:func:`verify_weak_conv_ticket`)."""
-    from construct.architecture import Architecture
-    from construct.conv_target import conv_target
     from construct.conv_weak import _input_blocks
 
     data = _open(path)
@@ -150,19 +148,7 @@ def load_weak_conv_ticket(path) -> WeakTicketFile:
                 if meta.get(key) is not None and not _is_number(meta[key]):
                     raise ValueError(f"{path}: meta {key}={meta[key]!r} has type {type(meta[key]).__name__}: allowed a "
                                      "number or null")
-            name, records = _records(data, path)
-            shape = _array(data, "input_shape", path, np.int64, 1)
-            if shape.size not in (1, 3) or shape.min() < 1 or shape.max() > 2 ** 31:
-                raise ValueError(f"{path}: input_shape={shape.tolist()}: allowed (channels, H, W) or (features,), "
-                                 "positive integers")
-            box = _array(data, "box", path, np.float64, 1, (2,))
-            if not box[0] < box[1]:
-                raise ValueError(f"{path}: box={box.tolist()}: allowed a < b")
-            try:
-                target = conv_target(Architecture(tuple(records), name=name), tuple(int(s) for s in shape),
-                                     box=(float(box[0]), float(box[1])), name=name)
-            except ValueError as exc:
-                raise ValueError(f"{path}: architecture: {exc}") from None
+            target = stored_target(data, path)
             w = target.weighted
             L = len(w)
             seed, dens, g, copies, inp = _source_desc(data, path, L)

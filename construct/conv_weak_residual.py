@@ -36,7 +36,7 @@ from construct.conv_target import ConvTarget, conv_target, value_shapes
 from construct.conv_ticket import channel_bounds
 from construct.conv_weak import (_WINDOW_ENTRIES, ConvWeakReport, WeakConvLayer, WeakErrorSample, _apply,
                                  _input_blocks, _layer2, _layer_next, _restricted, _virtual_bounds, accuracies_of,
-                                 sampled_error_of)
+                                 report_rows, sampled_error_of)
 from construct.source import SourceLayer
 from construct.strong_common import scaled_count
 from theory.conv_weak_widths import conv_weak_graph_widths
@@ -307,8 +307,10 @@ def residual_weak_forward(ticket: ResidualWeakTicket, x: np.ndarray, weights=Non
     additions adding copy to copy, ReLU/pooling/flatten on every copy."""
     weights = weights if weights is not None else restricted_weights(ticket)
     weighted = {layer.carries: i for i, layer in enumerate(ticket.layers) if i >= 1}
+    layers = ticket.target.architecture.layers
+    last_read = {name: k for k, rec in enumerate(layers) for name in rec.inputs}  # the last record reading a value
     values = {INPUT: np.asarray(x, dtype=np.float64)}
-    for rec in ticket.target.architecture.layers:
+    for k, rec in enumerate(layers):
         if rec.name in weighted:
             i = weighted[rec.name]
             h = values[rec.inputs[0]]
@@ -321,14 +323,9 @@ def residual_weak_forward(ticket: ResidualWeakTicket, x: np.ndarray, weights=Non
             single = Architecture((rec.__class__(rec.kind, rec.name, (INPUT,), rec.params, rec.attrs),))
             values[rec.name] = architecture_forward(single, values[rec.inputs[0]])
         for name in rec.inputs:  # free values nothing later reads
-            if name != INPUT and not any(name in later.inputs for later in _after(ticket, rec)):
+            if name != INPUT and last_read[name] == k:
                 values.pop(name, None)
-    return values[ticket.target.architecture.layers[-1].name]
-
-
-def _after(ticket, rec):
-    layers = ticket.target.architecture.layers
-    return layers[layers.index(rec) + 1:]
+    return values[layers[-1].name]
 
 
 def _widest_value(ticket: ResidualWeakTicket) -> int:
@@ -387,14 +384,7 @@ def build_residual_weak_ticket(model, input_shape, density, delta: float, seed: 
         progress.step(f"sampled error {err.sampled_error:.3e} over {samples:,} inputs")
     failures = sum(f for _, f in counts)
     copies = tuple(r[c] for c in cc.writes)
-    rows = [{"source_layer": 1, "carries": ticket.layers[0].carries, "kind": ticket.layers[0].kind,
-             "channels": ticket.layers[0].n_rows, "computed": int(ticket.layers[0].active.size), "needed": 0,
-             "missing": 0, "kept": ticket.layers[0].kept, "certificate_error": 0.0}]
-    for layer, (inst, fail) in zip(ticket.layers[1:], counts):
-        rows.append({"source_layer": layer.index, "carries": layer.carries, "kind": layer.kind,
-                     "channels": layer.n_rows, "computed": int(layer.active.size), "needed": int(inst),
-                     "missing": int(fail), "kept": layer.kept,
-                     "certificate_error": float(layer.error[layer.active].max(initial=0.0))})
+    rows = report_rows(ticket, counts)
     ticket.meta = {"construction": "weak-conv-residual", "target": target.name, "densities": list(ww.densities),
                    "delta": delta, "seed": seed, "box": list(target.box), "input_shape": list(target.input_shape),
                    "lifting_group": g, "copies": list(copies), "certificate": ticket.certificate,
